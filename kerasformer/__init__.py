@@ -1,0 +1,37 @@
+"""kerasformer: the bert4keras toolbox for Keras 3 (JAX, PyTorch, TensorFlow).
+
+JAX is the default backend: if neither ``KERAS_BACKEND`` nor an already imported
+Keras has chosen one, importing kerasformer picks JAX (Keras alone would pick
+TensorFlow, which kerasformer never needs).
+"""
+import os
+import sys
+
+if "keras" not in sys.modules and "KERAS_BACKEND" not in os.environ:
+    os.environ["KERAS_BACKEND"] = "jax"
+
+from kerasformer.errors import (CheckpointError, KerasformerError, UnsafeCheckpointError,  # noqa: E402
+                                WeightMismatchError)
+from kerasformer.models import build_transformer_model  # noqa: E402
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # the tokenizer and snippets are imported lazily: they need no Keras at all
+    if name in ("Tokenizer", "load_vocab", "save_vocab"):
+        from kerasformer.tokenizers import wordpiece
+
+        return getattr(wordpiece, name)
+    if name in ("sequence_padding", "truncate_sequences", "DataGenerator", "text_segmentate", "to_array"):
+        from kerasformer import snippets
+
+        return getattr(snippets, name)
+    raise AttributeError(f"module 'kerasformer' has no attribute {name!r}")
+
+
+__all__ = [
+    "CheckpointError", "KerasformerError", "UnsafeCheckpointError", "WeightMismatchError",
+    "build_transformer_model", "Tokenizer", "load_vocab", "save_vocab", "sequence_padding",
+    "truncate_sequences", "DataGenerator", "text_segmentate", "to_array",
+]

@@ -1,0 +1,130 @@
+"""Moving tensors between a Keras model and a checkpoint, by name.
+
+A model family describes, for every model variable, where it lives in a checkpoint:
+a :class:`WeightSource` with candidate names (the first is the canonical one, used
+when writing) and whether the matrix is stored transposed. One generic routine
+here does the rest: it loads every variable or fails naming the variable and both
+shapes, and it reports what the checkpoint holds that the model did not use.
+"""
+import dataclasses
+import logging
+import re
+
+import numpy as np
+
+from kerasformer.errors import WeightMismatchError
+
+logger = logging.getLogger("kerasformer")
+
+# Checkpoint entries that are never model weights: training counters, optimizer
+# slots, and buffers Hugging Face saves (position_ids) or ties to another tensor.
+NON_WEIGHT_PATTERNS = [
+    r"(^|/)global_step$", r"/adam_[mv]$", r"_power$", r"(^|/)Adam(_\d+)?$",
+    r"\.position_ids$", r"(^|\.)decoder\.weight$", r"cls\.predictions\.decoder\.bias$",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSource:
+    """Where one model variable lives in a checkpoint."""
+
+    names: tuple  # candidate checkpoint names; names[0] is canonical
+    transpose: bool = False
+
+    @property
+    def name(self):
+        return self.names[0]
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What a load did: variable path -> checkpoint name, and the leftovers."""
+
+    loaded: dict
+    missing: list
+    unused: list
+    ignored: list
+
+    def summary(self):
+        lines = [f"{len(self.loaded)} variables loaded"]
+        if self.missing:
+            lines.append(f"{len(self.missing)} missing: " + ", ".join(self.missing))
+        if self.unused:
+            lines.append(f"{len(self.unused)} checkpoint tensors unused: " + ", ".join(self.unused))
+        return "; ".join(lines)
+
+
+def _is_non_weight(name):
+    return any(re.search(p, name) for p in NON_WEIGHT_PATTERNS)
+
+
+def load_weights(variables, sources, tensors, transforms=None, ignore_missing=False):
+    """Assign checkpoint ``tensors`` to ``variables``.
+
+    Args:
+        variables: ``{variable path: keras.Variable}``.
+        sources: ``{variable path: WeightSource}``; variables without a source keep
+            their initial values only if ``ignore_missing`` (e.g. a new head).
+        tensors: a mapping ``name -> np.ndarray`` (see ``open_checkpoint``).
+        transforms: ``{variable path: fn(np.ndarray) -> np.ndarray}`` applied after
+            transposition (keep_tokens, compound_tokens).
+    Raises:
+        WeightMismatchError naming every missing variable and every shape mismatch.
+    """
+    transforms = transforms or {}
+    available = set(tensors.keys())
+    loaded, missing, mismatched, values = {}, [], [], {}
+    for path, variable in variables.items():
+        source = sources.get(path)
+        found = None if source is None else next((n for n in source.names if n in available), None)
+        if found is None:
+            wanted = "no checkpoint name" if source is None else " or ".join(source.names)
+            missing.append(f"{path} (looked for {wanted})")
+            continue
+        value = np.asarray(tensors[found])
+        if source.transpose:
+            value = value.T
+        if path in transforms:
+            value = transforms[path](value)
+        if tuple(value.shape) != tuple(variable.shape):
+            mismatched.append(f"{path}: model expects {tuple(variable.shape)}, checkpoint "
+                              f"tensor {found!r} gives {tuple(value.shape)}"
+                              + (" after transposing" if source.transpose else ""))
+            continue
+        values[path] = value
+        loaded[path] = found
+    if mismatched or (missing and not ignore_missing):
+        problems = []
+        if mismatched:
+            problems.append("shape mismatch:\n  " + "\n  ".join(mismatched))
+        if missing and not ignore_missing:
+            problems.append("missing from the checkpoint:\n  " + "\n  ".join(missing)
+                            + "\n(pass ignore_invalid_weights=True to keep these initialised randomly)")
+        raise WeightMismatchError("cannot load checkpoint into the model:\n" + "\n".join(problems))
+    for path, value in values.items():
+        variable = variables[path]
+        variable.assign(value.astype(variable.dtype))
+    used = set(loaded.values())
+    leftovers = sorted(available - used)
+    ignored = [n for n in leftovers if _is_non_weight(n)]
+    unused = [n for n in leftovers if not _is_non_weight(n)]
+    report = LoadReport(loaded=loaded, missing=missing, unused=unused, ignored=ignored)
+    if missing:
+        logger.warning("variables left at their initial values: %s", ", ".join(missing))
+    if unused:
+        logger.warning("checkpoint tensors not used by the model: %s", ", ".join(unused))
+    return report
+
+
+def export_weights(variables, sources):
+    """``{canonical checkpoint name: np.ndarray}`` for every variable with a source."""
+    out = {}
+    for path, variable in variables.items():
+        source = sources.get(path)
+        if source is None:
+            raise WeightMismatchError(f"variable {path} has no checkpoint name to be saved under")
+        value = np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable)
+        if source.transpose:
+            value = value.T
+        out[source.name] = np.ascontiguousarray(value)
+    return out

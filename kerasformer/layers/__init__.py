@@ -1,0 +1,12 @@
+"""Composable Keras 3 layers; every one uses ``keras.ops`` only."""
+from kerasformer.layers.activations import gelu_erf, gelu_tanh, get_activation
+from kerasformer.layers.attention import MultiHeadAttention
+from kerasformer.layers.embeddings import Embedding, PositionEmbedding
+from kerasformer.layers.feedforward import FeedForward
+from kerasformer.layers.heads import BiasAdd, TakeToken
+from kerasformer.layers.normalization import LayerNorm
+
+__all__ = [
+    "BiasAdd", "Embedding", "FeedForward", "LayerNorm", "MultiHeadAttention",
+    "PositionEmbedding", "TakeToken", "gelu_erf", "gelu_tanh", "get_activation",
+]

@@ -1,0 +1,35 @@
+"""Small output-side layers."""
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class BiasAdd(keras.layers.Layer):
+    """Adds a learned bias over the last axis (BERT's MLM output bias)."""
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(name="bias", shape=(input_shape[-1],), initializer="zeros")
+
+    def call(self, inputs):
+        return inputs + ops.cast(self.bias, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class TakeToken(keras.layers.Layer):
+    """``x[:, index]``: the [CLS] vector for pooling."""
+
+    def __init__(self, index=0, **kwargs):
+        super().__init__(**kwargs)
+        self.index = index
+
+    def call(self, inputs):
+        return inputs[:, self.index]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],) + tuple(input_shape[2:])
+
+    def get_config(self):
+        return {**super().get_config(), "index": self.index}

@@ -1,0 +1,95 @@
+"""Layer normalisation, plain or conditional (bert4keras' ``layer_norm_cond``)."""
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class LayerNorm(keras.layers.Layer):
+    """LayerNorm over the last axis, optionally conditioned on a second input.
+
+    With ``conditional=True`` the layer is called on ``[x, cond]`` and gamma/beta are
+    shifted by zero-initialised dense projections of ``cond`` (conditional LayerNorm,
+    as used in bert4keras for conditional text generation). Because the projections
+    start at zero, a pretrained model's behaviour is unchanged until it is fine-tuned.
+
+    ``center=False`` and ``scale=False`` drop beta / gamma (RoFormer-v2's scale-free
+    norm); ``rms=True`` normalises by the root mean square without centring (T5).
+    Weights, in checkpoint order: gamma, beta.
+    """
+
+    def __init__(self, epsilon=1e-12, center=True, scale=True, rms=False, conditional=False,
+                 hidden_units=None, hidden_activation="linear", **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+        self.center = center
+        self.scale = scale
+        self.rms = rms
+        self.conditional = conditional
+        self.hidden_units = hidden_units
+        self.hidden_activation = hidden_activation
+
+    def build(self, input_shape):
+        shape = input_shape[0] if self.conditional else input_shape
+        dim = shape[-1]
+        if self.scale:
+            self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones")
+        if self.center:
+            self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros")
+        if self.conditional:
+            cond_dim = input_shape[1][-1]
+            if self.hidden_units:
+                self.hidden_dense = keras.layers.Dense(
+                    self.hidden_units, activation=self.hidden_activation, use_bias=False,
+                    name="hidden_dense")
+                self.hidden_dense.build((None, cond_dim))
+                cond_dim = self.hidden_units
+            if self.scale:
+                self.gamma_dense = keras.layers.Dense(dim, use_bias=False, kernel_initializer="zeros",
+                                                      name="gamma_dense")
+                self.gamma_dense.build((None, cond_dim))
+            if self.center:
+                self.beta_dense = keras.layers.Dense(dim, use_bias=False, kernel_initializer="zeros",
+                                                     name="beta_dense")
+                self.beta_dense.build((None, cond_dim))
+
+    def call(self, inputs):
+        if self.conditional:
+            x, cond = inputs
+            if self.hidden_units:
+                cond = self.hidden_dense(cond)
+            # cond is [B, D] (one vector per example) or [B, L, D]; broadcast over time
+            while len(cond.shape) < len(x.shape):
+                cond = ops.expand_dims(cond, 1)
+        else:
+            x = inputs
+        # normalise in float32 even under mixed precision: the variance is fragile in bf16
+        dtype = x.dtype
+        x = ops.cast(x, "float32")
+        if self.rms:
+            variance = ops.mean(ops.square(x), axis=-1, keepdims=True)
+        else:
+            x = x - ops.mean(x, axis=-1, keepdims=True)
+            variance = ops.mean(ops.square(x), axis=-1, keepdims=True)
+        x = x * ops.rsqrt(variance + self.epsilon)
+        x = ops.cast(x, dtype)
+        if self.scale:
+            gamma = ops.cast(self.gamma, dtype)
+            if self.conditional:
+                gamma = gamma + self.gamma_dense(cond)
+            x = x * gamma
+        if self.center:
+            beta = ops.cast(self.beta, dtype)
+            if self.conditional:
+                beta = beta + self.beta_dense(cond)
+            x = x + beta
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0] if self.conditional else input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(epsilon=self.epsilon, center=self.center, scale=self.scale, rms=self.rms,
+                      conditional=self.conditional, hidden_units=self.hidden_units,
+                      hidden_activation=self.hidden_activation)
+        return config

@@ -1,0 +1,104 @@
+"""``build_transformer_model``: one entry point for every family (bert4keras semantics)."""
+import inspect
+
+from kerasformer.errors import KerasformerError, WeightMismatchError
+from kerasformer.models.bert import BERT, RoBERTa
+from kerasformer.models.transformer import Transformer, load_config
+
+# model key -> family class; later families register here
+MODELS = {
+    "bert": BERT,
+    "roberta": RoBERTa,
+}
+
+# What a checkpoint's names betray about its family, to turn a wall of "missing
+# variable" lines into one useful sentence when the wrong model= is passed.
+FAMILY_SIGNATURES = [
+    ("albert", ("albert.", "bert/encoder/transformer/group_0", "embedding_hidden_mapping_in")),
+    ("electra", ("electra/", "electra.", "discriminator_predictions")),
+    ("roberta", ("roberta.",)),
+    ("gpt2", ("transformer.h.", "model/h0/")),
+    ("t5", ("encoder.block.", "shared.weight", "encoder/block_000/")),
+    ("nezha", ("nezha.",)),
+    ("roformer", ("roformer.", "roformer/")),
+    ("bert", ("bert/encoder/layer_0/", "bert.encoder.layer.0.", "encoder.layer.0.")),
+]
+
+
+def guess_family(names):
+    names = list(names)
+    for family, marks in FAMILY_SIGNATURES:
+        if any(mark in n for n in names for mark in marks):
+            return family
+    return None
+
+
+def _accepted_kwargs(cls):
+    accepted = set()
+    for klass in cls.__mro__:
+        if klass is object:
+            continue
+        accepted |= set(inspect.signature(klass.__init__).parameters) - {"self", "kwargs"}
+    return accepted
+
+
+def build_transformer_model(config_path=None, checkpoint_path=None, model="bert",
+                            application="encoder", return_keras_model=True, **kwargs):
+    """Build a Transformer as a Keras 3 model and load its checkpoint.
+
+    Args:
+        config_path: Google's ``bert_config.json``, a Hugging Face ``config.json``, or a
+            directory holding one. Keyword arguments override its values.
+        checkpoint_path: a Google TF checkpoint prefix (``.../bert_model.ckpt``), a
+            ``model.safetensors`` (or sharded index), a ``pytorch_model.bin``, or a
+            directory holding one of these. ``None`` keeps random weights.
+        model: family key (``'bert'``, ``'roberta'``, ...) or a ``Transformer`` subclass.
+        application: ``'encoder'``, ``'lm'`` (causal) or ``'unilm'`` (seq2seq mask).
+        return_keras_model: return the ``keras.Model`` (default) or the family object,
+            whose ``.model`` is the Keras model and which can load / save checkpoints.
+        **kwargs: family options: ``with_pool``, ``with_nsp``, ``with_mlm``,
+            ``keep_tokens``, ``compound_tokens``, ``sequence_length``,
+            ``dropout_rate``, ``attention_dropout_rate``, ``name``, ...
+    """
+    if isinstance(model, str):
+        key = model.lower()
+        if key not in MODELS:
+            raise KerasformerError(f"unknown model {model!r}; available: {', '.join(sorted(MODELS))}")
+        cls = MODELS[key]
+    elif isinstance(model, type) and issubclass(model, Transformer):
+        cls = model
+    else:
+        raise KerasformerError(f"model must be a family name or a Transformer subclass, got {model!r}")
+    accepted = _accepted_kwargs(cls)
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise KerasformerError(f"unknown argument(s) for model {cls.__name__}: {', '.join(unknown)}")
+    configs = load_config(config_path) if config_path is not None else {}
+    configs = {k: v for k, v in configs.items() if k in accepted}
+    configs.update(kwargs)
+    configs["application"] = application
+    required = [p.name for p in inspect.signature(Transformer.__init__).parameters.values()
+                if p.default is inspect.Parameter.empty and p.name != "self"]
+    missing = [r for r in required if r not in configs]
+    if missing:
+        raise KerasformerError(
+            f"missing model settings {', '.join(missing)}: pass config_path or the keyword arguments")
+    transformer = cls(**configs)
+    transformer.build()
+    if checkpoint_path is not None:
+        try:
+            transformer.load_weights_from_checkpoint(checkpoint_path)
+        except WeightMismatchError as e:
+            from kerasformer.checkpoints.resolve import open_checkpoint
+
+            family = guess_family(open_checkpoint(checkpoint_path).keys())
+            own = getattr(cls, "model_key", None)
+            if family and own and family != own and not (family == "bert" and own == "roberta"):
+                raise WeightMismatchError(
+                    f"{checkpoint_path} looks like a {family!r} checkpoint, but model={own!r} was "
+                    f"asked for; pass model={family!r}") from e
+            raise
+    return transformer.model if return_keras_model else transformer
+
+
+__all__ = ["BERT", "MODELS", "RoBERTa", "Transformer", "build_transformer_model", "guess_family"]

@@ -1,0 +1,257 @@
+"""The base every family builds on: config -> inputs -> embeddings -> N blocks -> heads.
+
+A family subclasses :class:`Transformer` and overrides the hooks it needs
+(``get_inputs``, ``apply_embeddings``, ``apply_main_layers``, ``apply_final_layers``)
+plus ``variable_mapping`` (model variable -> checkpoint name). Layers are created
+through :meth:`Transformer.apply`, which reuses a layer when the same name is applied
+twice: that is how ALBERT shares one block across depth and how the MLM head reuses
+the token embedding.
+"""
+import json
+import os
+
+import keras
+import numpy as np
+
+from kerasformer import masks
+from kerasformer.checkpoints.weights import WeightSource, export_weights, load_weights
+from kerasformer.errors import KerasformerError
+
+
+class Transformer:
+    """Shared machinery; see ``kerasformer.models.bert.BERT`` for a full family."""
+
+    def __init__(
+        self,
+        vocab_size,
+        hidden_size,
+        num_hidden_layers,
+        num_attention_heads,
+        intermediate_size,
+        hidden_act="gelu",
+        dropout_rate=0.0,
+        attention_dropout_rate=0.0,
+        embedding_size=None,
+        attention_head_size=None,
+        attention_key_size=None,
+        sequence_length=None,
+        keep_tokens=None,
+        compound_tokens=None,
+        application="encoder",
+        layer_norm_eps=1e-12,
+        pad_token_id=0,
+        initializer_range=0.02,
+        ignore_invalid_weights=False,
+        prefix=None,
+        name=None,
+    ):
+        if keep_tokens is not None:
+            vocab_size = len(keep_tokens)
+        if compound_tokens is not None:
+            vocab_size += len(compound_tokens)
+        if hidden_size % num_attention_heads and attention_head_size is None:
+            raise KerasformerError(f"hidden_size={hidden_size} is not divisible by "
+                                   f"num_attention_heads={num_attention_heads}")
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.attention_head_size = attention_head_size or hidden_size // num_attention_heads
+        self.attention_key_size = attention_key_size or self.attention_head_size
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.dropout_rate = dropout_rate or 0.0
+        self.attention_dropout_rate = attention_dropout_rate or 0.0
+        self.embedding_size = embedding_size or hidden_size
+        self.sequence_length = sequence_length
+        self.keep_tokens = keep_tokens
+        self.compound_tokens = compound_tokens
+        self.application = masks.check_application(application)
+        self.layer_norm_eps = layer_norm_eps
+        self.pad_token_id = pad_token_id if pad_token_id is not None else 0
+        self.initializer = keras.initializers.TruncatedNormal(stddev=initializer_range)
+        self.ignore_invalid_weights = ignore_invalid_weights
+        self.prefix = prefix or ""
+        self.name = name
+        self.layers = {}
+        self.built = False
+        self.attention_mask = None
+
+    # ------------------------------------------------------------------ building
+    def build(self, **kwargs):
+        """Create the Keras model once; ``kwargs`` go to ``set_options`` hooks."""
+        if self.built:
+            return self.model
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+        self.inputs = self.get_inputs()
+        self.outputs = self.call(self.inputs)
+        self.model = keras.Model(self.inputs, self.outputs, name=self.name)
+        self.built = True
+        return self.model
+
+    def call(self, inputs):
+        x = self.apply_embeddings(inputs)
+        for index in range(self.num_hidden_layers):
+            x = self.apply_main_layers(x, index)
+        return self.apply_final_layers(x)
+
+    def prefixed(self, name):
+        return self.prefix + name if name else name
+
+    def apply(self, inputs=None, layer=None, arguments=None, **kwargs):
+        """Call layer ``kwargs['name']`` on ``inputs``, creating it on first use.
+
+        A second ``apply`` with the same name reuses the existing layer (and its
+        weights). ``arguments`` are call-time keyword arguments.
+        """
+        name = self.prefixed(kwargs.get("name"))
+        kwargs["name"] = name
+        if name not in self.layers:
+            self.layers[name] = layer(**kwargs)
+        if inputs is None:
+            return self.layers[name]
+        return self.layers[name](inputs, **(arguments or {}))
+
+    def get_inputs(self):
+        raise NotImplementedError
+
+    def apply_embeddings(self, inputs):
+        raise NotImplementedError
+
+    def apply_main_layers(self, inputs, index):
+        raise NotImplementedError
+
+    def apply_final_layers(self, inputs):
+        raise NotImplementedError
+
+    def compute_attention_mask(self, token_ids, segment_ids):
+        """The boolean mask for ``self.application``, built once and shared by all blocks."""
+        if self.attention_mask is None:
+            self.attention_mask = self.apply(
+                inputs=[token_ids, segment_ids], layer=masks.AttentionMask,
+                application=self.application, pad_id=self.pad_token_id, name="Attention-Mask")
+        return self.attention_mask
+
+    # ------------------------------------------------------------------ weights
+    def variable_mapping(self):
+        """``{variable path: canonical (Google-style) checkpoint name}``."""
+        return {}
+
+    def checkpoint_sources(self, naming):
+        """``{variable path: WeightSource}`` for a checkpoint that uses ``naming``
+        ('google' for TF checkpoints, 'hf' for Hugging Face files)."""
+        raise NotImplementedError
+
+    def model_variables(self):
+        """``{path: variable}`` for every weight of the model, in creation order."""
+        return {v.path: v for v in self.model.weights}
+
+    def _embedding_transform(self, value):
+        """Apply keep_tokens / compound_tokens to a table whose rows are vocabulary."""
+        if self.keep_tokens is not None:
+            value = value[np.asarray(self.keep_tokens)]
+        if self.compound_tokens is not None:
+            extra = []
+            for ids in self.compound_tokens:
+                if isinstance(ids, (list, tuple)) and ids and isinstance(ids[0], (list, tuple)):
+                    ids, weights = ids  # (ids, weights) pairs, as bert4keras allows
+                else:
+                    weights = [1.0] * len(ids)
+                weights = np.asarray(weights, dtype=value.dtype)
+                extra.append((value[list(ids)] * weights[:, None] if value.ndim > 1
+                              else value[list(ids)] * weights).sum(0) / weights.sum())
+            value = np.concatenate([value, np.stack(extra)], axis=0)
+        return value
+
+    def vocabulary_variables(self):
+        """Paths of variables whose first axis is the vocabulary."""
+        return []
+
+    def load_weights_from_checkpoint(self, checkpoint):
+        """Load a Google TF checkpoint, safetensors or pytorch_model.bin (file or dir).
+
+        Returns a :class:`~kerasformer.checkpoints.weights.LoadReport`; raises
+        ``WeightMismatchError`` naming missing variables and shape mismatches.
+        """
+        if isinstance(checkpoint, (str, os.PathLike)):
+            from kerasformer.checkpoints.resolve import open_checkpoint
+
+            tensors = open_checkpoint(os.fspath(checkpoint))
+        else:  # already a mapping name -> array
+            tensors = checkpoint
+        naming = detect_naming(tensors.keys())
+        sources = self.checkpoint_sources(naming)
+        transforms = {p: self._embedding_transform for p in self.vocabulary_variables()}
+        self.check_family(tensors.keys(), naming)
+        self.load_report = load_weights(self.model_variables(), sources, tensors,
+                                        transforms, ignore_missing=self.ignore_invalid_weights)
+        return self.load_report
+
+    def check_family(self, names, naming):
+        """Hook: raise a clear error when the checkpoint is of another family."""
+
+    def export_tensors(self, naming="google"):
+        return export_weights(self.model_variables(), self.checkpoint_sources(naming))
+
+    def save_weights_as_checkpoint(self, path, format="tf"):
+        """Write the weights under the original names: ``format='tf'`` writes a Google
+        TF checkpoint at prefix ``path``; ``'safetensors'`` a Hugging Face file;
+        ``'torch'`` a ``pytorch_model.bin``. Every write is atomic."""
+        if format == "tf":
+            from kerasformer.checkpoints.tf_bundle import write_tf_checkpoint
+
+            write_tf_checkpoint(path, self.export_tensors("google"))
+        elif format == "safetensors":
+            from kerasformer.checkpoints.resolve import save_safetensors
+
+            save_safetensors(path, self.export_tensors("hf"))
+        elif format == "torch":
+            from kerasformer.checkpoints.torch_pickle import save_torch_bin
+
+            save_torch_bin(path, self.export_tensors("hf"))
+        else:
+            raise KerasformerError(f"unknown checkpoint format {format!r}; use 'tf', 'safetensors' or 'torch'")
+
+
+def detect_naming(names):
+    """'google' when names are slash-separated TF scopes, else 'hf' (dotted)."""
+    names = list(names)
+    if not names:
+        raise KerasformerError("the checkpoint holds no tensors")
+    slashed = sum("/" in n for n in names)
+    return "google" if slashed * 2 >= len(names) else "hf"
+
+
+def source(name, transpose=False, *aliases):
+    return WeightSource(names=(name,) + tuple(aliases), transpose=transpose)
+
+
+def load_config(config_path):
+    """Read Google's ``bert_config.json`` or a Hugging Face ``config.json`` into the
+    constructor arguments of :class:`Transformer` (unknown keys are kept; families
+    pick what they need)."""
+    if os.path.isdir(config_path):
+        for candidate in ("config.json", "bert_config.json"):
+            if os.path.exists(os.path.join(config_path, candidate)):
+                config_path = os.path.join(config_path, candidate)
+                break
+        else:
+            raise KerasformerError(f"no config.json or bert_config.json in directory {config_path}")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except FileNotFoundError:
+        raise KerasformerError(f"config file not found: {config_path}") from None
+    except json.JSONDecodeError as e:
+        raise KerasformerError(f"config file {config_path} is not valid JSON: {e}") from None
+    renames = {
+        "max_position_embeddings": "max_position",
+        "hidden_dropout_prob": "dropout_rate",
+        "attention_probs_dropout_prob": "attention_dropout_rate",
+        "type_vocab_size": "segment_vocab_size",
+    }
+    for old, new in renames.items():
+        if old in config and new not in config:
+            config[new] = config[old]
+    return config
