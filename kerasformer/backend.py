@@ -6,6 +6,7 @@ autograd for inference) lives here, so the rest of the code never asks which
 backend it runs on.
 """
 import contextlib
+import weakref
 
 import keras
 import numpy as np
@@ -71,6 +72,12 @@ def compiled_forward(model):
     return lambda inputs: model(inputs, training=False)
 
 
+_FORWARDS = weakref.WeakKeyDictionary()
+
+
 def predict(model, inputs):
-    """Run ``model`` once for inference and return numpy (no per-call ``predict`` overhead)."""
-    return to_numpy(compiled_forward(model)(inputs))
+    """Run ``model`` for inference and return numpy, without ``Model.predict``'s per-call
+    overhead; the compiled function is kept per model, so repeated calls do not retrace."""
+    if model not in _FORWARDS:
+        _FORWARDS[model] = compiled_forward(model)
+    return to_numpy(_FORWARDS[model](inputs))
