@@ -62,6 +62,9 @@ class LayerNorm(keras.layers.Layer):
                 cond = ops.expand_dims(cond, 1)
         else:
             x = inputs
+            if self.scale and self.center and not self.rms:
+                # the fused kernel where the backend has one (torch's F.layer_norm)
+                return ops.layer_normalization(x, self.gamma, self.beta, epsilon=self.epsilon)
         # normalise in float32 even under mixed precision: the variance is fragile in bf16
         dtype = x.dtype
         x = ops.cast(x, "float32")
