@@ -51,7 +51,10 @@ class SentenceEncoder:
         from kerasformer.tokenizers.wordpiece import Tokenizer
 
         self.tokenizer = Tokenizer(os.path.join(model_dir, "vocab.txt"), do_lower_case=True)
-        self.model = build_transformer_model(os.path.join(model_dir, "config.json"), model_dir)
+        transformer = build_transformer_model(os.path.join(model_dir, "config.json"), model_dir,
+                                              return_keras_model=False)
+        self.model = transformer.model
+        self.load_report = transformer.load_report
         self.forward = compiled_forward(self.model)
         self.maxlen = maxlen
 
@@ -76,7 +79,10 @@ class SentenceEncoder:
 def cmd_demo(args):
     import keras
 
+    import logging
+
     start = time.perf_counter()
+    logging.getLogger("kerasformer").setLevel(logging.ERROR)  # the report is printed below
     encoder = SentenceEncoder(minilm_dir())
     corpus = DEMO_CORPUS + list(args.sentence or [])
     queries = list(args.query or DEMO_QUERIES)
@@ -84,6 +90,9 @@ def cmd_demo(args):
     query_vectors = encoder.encode(queries)
     print(f"all-MiniLM-L6-v2 on Keras {keras.__version__} / {keras.backend.backend()} backend "
           f"(loaded and encoded in {time.perf_counter() - start:.1f}s)")
+    report = encoder.load_report
+    print(f"weights: {len(report.loaded)} variables loaded; unused by a bare encoder: "
+          f"{', '.join(report.unused) or 'none'}")
     scores = query_vectors @ corpus_vectors.T
     for query, row in zip(queries, scores):
         print(f"\nQuery: {query}")
@@ -113,12 +122,23 @@ def cmd_info(args):
     if family not in MODELS:
         raise SystemExit(f"model family {family!r} is not supported yet; pass --model "
                          f"(one of {', '.join(sorted(MODELS))})")
+    import logging
+
     from kerasformer import build_transformer_model
 
-    transformer = build_transformer_model(
-        config_path, None, model=family, return_keras_model=False, ignore_invalid_weights=True,
-        with_pool=True, with_mlm=True, with_sequence_output=True)
-    report = transformer.load_weights_from_checkpoint(tensors)
+    logging.getLogger("kerasformer").setLevel(logging.ERROR)  # the report is printed below
+
+    def build(**heads):
+        transformer = build_transformer_model(config_path, None, model=family, return_keras_model=False,
+                                              ignore_invalid_weights=True, **heads)
+        return transformer, transformer.load_weights_from_checkpoint(tensors)
+
+    # first with every head, then with just the heads whose weights the checkpoint holds
+    transformer, report = build(with_pool=True, with_nsp=True, with_mlm=True)
+    absent = {m.split("/")[0].split("-")[0] for m in report.missing}
+    heads = {"with_pool": "Pooler" not in absent, "with_nsp": "NSP" not in absent and "Pooler" not in absent,
+             "with_mlm": "MLM" not in absent}
+    transformer, report = build(**heads)
     n_params = sum(int(__import__("numpy").prod(v.shape)) for v in transformer.model.weights)
     print(f"checkpoint   {args.path} ({tensors.format}, {len(tensors)} tensors)")
     print(f"config       {config_path}")
@@ -126,6 +146,7 @@ def cmd_info(args):
           f"{transformer.num_hidden_layers} layers, hidden {transformer.hidden_size}, "
           f"{transformer.num_attention_heads} heads, intermediate {transformer.intermediate_size}, "
           f"vocab {transformer.vocab_size}")
+    print(f"heads        {', '.join(k[5:] for k, v in heads.items() if v) or 'none'} (those the checkpoint holds)")
     print(f"parameters   {n_params:,}")
     print(f"matched      {len(report.loaded)} model variables loaded from the checkpoint")
     print(f"missing      {len(report.missing)}" + "".join(f"\n  - {m}" for m in report.missing))
