@@ -5,11 +5,38 @@ from kerasformer.errors import KerasformerError, WeightMismatchError
 from kerasformer.models.bert import BERT, RoBERTa
 from kerasformer.models.transformer import Transformer, load_config
 
-# model key -> family class; later families register here
+# model key -> family class, or "module:Class" imported on first use (one file per family)
 MODELS = {
     "bert": BERT,
     "roberta": RoBERTa,
+    "albert": "kerasformer.models.albert:ALBERT",
+    "albert_unshared": "kerasformer.models.albert:ALBERT_Unshared",
+    "electra": "kerasformer.models.electra:ELECTRA",
+    "nezha": "kerasformer.models.nezha:NEZHA",
+    "roformer": "kerasformer.models.roformer:RoFormer",
+    "roformer_v2": "kerasformer.models.roformer:RoFormerV2",
+    "gpt2": "kerasformer.models.gpt2:GPT2",
+    "gpt2_ml": "kerasformer.models.gpt2:GPT2_ML",
+    "t5": "kerasformer.models.t5:T5",
+    "t5.1.0": "kerasformer.models.t5:T5",
+    "t5.1.1": "kerasformer.models.t5:T5_V1_1",
+    "mt5.1.1": "kerasformer.models.t5:T5_V1_1",
 }
+
+
+def get_family(key):
+    """The family class for a model key (imports its module on first use)."""
+    entry = MODELS[key]
+    if isinstance(entry, str):
+        import importlib
+
+        module, _, attr = entry.partition(":")
+        try:
+            entry = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise KerasformerError(f"model {key!r} is not available in this build ({e})") from None
+        MODELS[key] = entry
+    return entry
 
 # What a checkpoint's names betray about its family, to turn a wall of "missing
 # variable" lines into one useful sentence when the wrong model= is passed.
@@ -64,7 +91,7 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
         key = model.lower()
         if key not in MODELS:
             raise KerasformerError(f"unknown model {model!r}; available: {', '.join(sorted(MODELS))}")
-        cls = MODELS[key]
+        cls = get_family(key)
     elif isinstance(model, type) and issubclass(model, Transformer):
         cls = model
     else:
