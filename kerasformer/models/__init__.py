@@ -44,7 +44,8 @@ FAMILY_SIGNATURES = [
     ("albert", ("albert.", "bert/encoder/transformer/group_0", "embedding_hidden_mapping_in")),
     ("electra", ("electra/", "electra.", "discriminator_predictions")),
     ("roberta", ("roberta.",)),
-    ("gpt2", ("transformer.h.", "model/h0/")),
+    ("gpt2_ml", ("newslm/",)),
+    ("gpt2", ("transformer.h.", "model/h0/", "wte.weight")),
     ("t5", ("encoder.block.", "shared.weight", "encoder/block_000/")),
     ("nezha", ("nezha.",)),
     ("roformer", ("roformer.", "roformer/")),
@@ -101,6 +102,8 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
     if unknown:
         raise KerasformerError(f"unknown argument(s) for model {cls.__name__}: {', '.join(unknown)}")
     configs = load_config(config_path) if config_path is not None else {}
+    if hasattr(cls, "normalize_config"):  # families whose configs use their own key names
+        configs = cls.normalize_config(configs)
     configs = {k: v for k, v in configs.items() if k in accepted}
     configs.update(kwargs)
     configs["application"] = application

@@ -232,12 +232,13 @@ def load_config(config_path):
     constructor arguments of :class:`Transformer` (unknown keys are kept; families
     pick what they need)."""
     if os.path.isdir(config_path):
-        for candidate in ("config.json", "bert_config.json"):
+        for candidate in ("config.json", "bert_config.json", "hparams.json"):
             if os.path.exists(os.path.join(config_path, candidate)):
                 config_path = os.path.join(config_path, candidate)
                 break
         else:
-            raise KerasformerError(f"no config.json or bert_config.json in directory {config_path}")
+            raise KerasformerError(
+                f"no config.json, bert_config.json or hparams.json in directory {config_path}")
     try:
         with open(config_path, encoding="utf-8") as f:
             config = json.load(f)

@@ -1,0 +1,453 @@
+"""GPT-2 (OpenAI, 2019) and GPT2-ML (imcaspar/gpt2-ml, the Chinese 1.5B model).
+
+Both are causal language models with one input, the token ids, and one output, the
+next-token probabilities: the last hidden state multiplied by the transposed token
+embedding (tied weights, no bias), then softmax.
+
+* GPT-2 is pre-LN: ``x + Attn(LN(x))``, ``x + FFN(LN(x))``, and a final LayerNorm
+  ('Output-Norm') before the output projection; positions are learned; the FFN uses
+  GELU's tanh approximation ('gelu_new').
+* GPT2-ML, despite its name, is built like GPT / Grover (its code base): the summed
+  embeddings are normalised, and each block is ``x = x + Attn(x)`` followed by
+  ``x = LN1(x + FFN(LN0(x)))``; there is no final LayerNorm (bert4keras' ``GPT2_ML``).
+
+Checkpoints (every one loads and saves back under its own names):
+
+* GPT-2, Hugging Face (``GPT2LMHeadModel`` or a bare ``GPT2Model``; safetensors or
+  pytorch_model.bin): ``transformer.h.0.attn.c_attn.weight`` ...; ``Conv1D`` weights are
+  stored ``[in, out]``, like a Keras kernel, so nothing is transposed;
+* GPT-2, OpenAI's original TF release: ``model/h0/attn/c_attn/w`` ..., its ``conv1d``
+  kernels shaped ``[1, in, out]``;
+* GPT-2 under the ``gpt/...`` names bert4keras' ``GPT2`` reads (the CPM-LM and DialoGPT
+  conversions made for bert4keras), with separate query/key/value;
+* GPT2-ML, its released TF checkpoint: ``newslm/layer00/query_layer/kernel`` ...
+  (safetensors / .bin exports use the same names with dots).
+
+OpenAI and Hugging Face fuse the query, key and value projections into one ``c_attn``
+tensor ``[hidden, 3 * hidden]``; here each is a third of it (loading slices it, saving
+concatenates it again), so the attention layer is the library's plain
+``MultiHeadAttention`` with a causal mask.
+
+Configs: Hugging Face ``config.json`` (``n_embd``, ``n_layer``, ``n_head``,
+``n_positions``, ``n_inner``, ``activation_function``, ``layer_norm_epsilon``, ...),
+OpenAI's ``hparams.json`` (``n_vocab``, ``n_ctx``, ...), or a BERT-style json (what
+bert4keras uses with the ``gpt/`` and GPT2-ML checkpoints); see ``GPT2.normalize_config``.
+"""
+import collections.abc
+import dataclasses
+import os
+import re
+
+import keras
+import numpy as np
+
+from kerasformer import masks
+from kerasformer.checkpoints.weights import WeightSource, load_weights
+from kerasformer.errors import KerasformerError, WeightMismatchError
+from kerasformer.layers import Embedding, FeedForward, LayerNorm, MultiHeadAttention, PositionEmbedding
+from kerasformer.models.transformer import Transformer, detect_naming
+
+
+class GPT2(Transformer):
+    """GPT-2; a causal LM whatever ``application`` says (bert4keras' GPT2 is always 'lm').
+
+    Options:
+        final_activation: the activation of the output, 'softmax' (probabilities, the
+            default, as bert4keras) or e.g. 'linear' for logits.
+        with_lm: True (default) keeps the LM head; False returns the normalised last
+            hidden state ``[batch, length, hidden]`` instead; a string is a shorthand
+            for ``final_activation`` (``with_lm='linear'`` gives logits, like BERT's
+            ``with_mlm='linear'``).
+        pad_token_id: GPT-2 has no padding token, so by default (None) nothing is masked
+            but the future. Right-padded batches still give every real token the same
+            output as unpadded input: a real token never attends to later positions, and
+            real tokens are numbered 0..n-1. With a pad_token_id (from the config or as
+            an argument) keys holding it are masked too.
+    """
+
+    model_key = "gpt2"
+
+    def __init__(self, max_position=1024, hidden_act="gelu_new", layer_norm_eps=1e-5,
+                 pad_token_id=None, application="lm", final_activation="softmax", with_lm=True,
+                 **kwargs):
+        if application == "unilm":
+            raise KerasformerError(
+                f"{type(self).__name__} is a causal language model and has no segment input, so "
+                "application='unilm' cannot apply; leave application at 'lm' (or the default)")
+        super().__init__(hidden_act=hidden_act, layer_norm_eps=layer_norm_eps,
+                         pad_token_id=pad_token_id, application="lm", **kwargs)
+        if self.embedding_size != self.hidden_size:
+            raise KerasformerError(
+                f"{type(self).__name__} ties its output projection to the token embedding, so "
+                f"embedding_size ({self.embedding_size}) must equal hidden_size ({self.hidden_size})")
+        self.max_position = max_position
+        self.pad_token_id = pad_token_id  # the base turns None into 0, a real GPT-2 token
+        if isinstance(with_lm, str):
+            final_activation, with_lm = with_lm, True
+        self.final_activation = final_activation
+        self.with_lm = with_lm
+
+    @staticmethod
+    def normalize_config(config):
+        """Translate a Hugging Face ``config.json`` or OpenAI ``hparams.json`` into this
+        class's arguments (a BERT-style config passes through unchanged)."""
+        config = dict(config)
+        if config.get("scale_attn_by_inverse_layer_idx") or config.get("scale_attn_weights") is False:
+            raise KerasformerError(
+                "this GPT-2 config changes the attention scaling (scale_attn_by_inverse_layer_idx / "
+                "scale_attn_weights), which kerasformer's GPT2 does not implement")
+        aliases = [  # (theirs, ours); the first one present wins
+            ("n_vocab", "vocab_size"), ("n_embd", "hidden_size"), ("n_layer", "num_hidden_layers"),
+            ("n_head", "num_attention_heads"), ("n_positions", "max_position"),
+            ("n_ctx", "max_position"), ("n_inner", "intermediate_size"),
+            ("activation_function", "hidden_act"), ("layer_norm_epsilon", "layer_norm_eps"),
+            ("resid_pdrop", "dropout_rate"), ("attn_pdrop", "attention_dropout_rate"),
+        ]
+        for theirs, ours in aliases:
+            if config.get(theirs) is not None and config.get(ours) is None:
+                config[ours] = config[theirs]
+        if config.get("intermediate_size") is None and config.get("hidden_size") is not None:
+            config["intermediate_size"] = 4 * config["hidden_size"]  # n_inner: null, and OpenAI's
+        return config
+
+    # --------------------------------------------------------------- the network
+    def get_inputs(self):
+        token_ids = keras.Input(shape=(self.sequence_length,), dtype="int32", name="Input-Token")
+        return [token_ids]
+
+    def compute_attention_mask(self, token_ids, segment_ids=None):
+        """Causal, plus padding when there is a pad token; built once, shared by all blocks."""
+        if self.attention_mask is None:
+            # AttentionMask always compares keys with pad_id: -1 is never a token id, so
+            # without a pad token only the causal part masks anything
+            pad_id = -1 if self.pad_token_id is None else self.pad_token_id
+            self.attention_mask = self.apply(
+                inputs=[token_ids, token_ids], layer=masks.AttentionMask, application="lm",
+                pad_id=pad_id, name="Attention-Mask")
+        return self.attention_mask
+
+    def apply_embeddings(self, inputs):
+        token_ids = inputs[0]
+        self.compute_attention_mask(token_ids)
+        x = self.apply(token_ids, Embedding, input_dim=self.vocab_size,
+                       output_dim=self.embedding_size,
+                       embeddings_initializer=self.initializer, name="Embedding-Token")
+        x = self.apply(x, PositionEmbedding, input_dim=self.max_position,
+                       output_dim=self.embedding_size, embeddings_initializer=self.initializer,
+                       name="Embedding-Position")
+        return self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
+
+    def attention(self, x, name):
+        return self.apply(x, MultiHeadAttention, arguments={"attention_mask": self.attention_mask},
+                          heads=self.num_attention_heads, head_size=self.attention_head_size,
+                          key_size=self.attention_key_size,
+                          attention_dropout=self.attention_dropout_rate,
+                          kernel_initializer=self.initializer, name=name)
+
+    def feed_forward(self, x, name):
+        return self.apply(x, FeedForward, units=self.intermediate_size, activation=self.hidden_act,
+                          kernel_initializer=self.initializer, name=name)
+
+    def apply_main_layers(self, inputs, index):
+        """One pre-LN block: x = x + Attn(LN(x)); x = x + FFN(LN(x))."""
+        attention = f"Transformer-{index}-MultiHeadSelfAttention"
+        feed_forward = f"Transformer-{index}-FeedForward"
+        x = inputs
+        h = self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name=f"{attention}-Norm")
+        h = self.attention(h, attention)
+        h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention}-Dropout")
+        x = self.apply([x, h], keras.layers.Add, name=f"{attention}-Add")
+        h = self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name=f"{feed_forward}-Norm")
+        h = self.feed_forward(h, feed_forward)
+        h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward}-Dropout")
+        return self.apply([x, h], keras.layers.Add, name=f"{feed_forward}-Add")
+
+    def apply_final_layers(self, inputs):
+        x = self.apply(inputs, LayerNorm, epsilon=self.layer_norm_eps, name="Output-Norm")
+        x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Output-Dropout")
+        return self.language_model_head(x)
+
+    def language_model_head(self, x):
+        """Logits from the token embedding used backwards, then ``final_activation``."""
+        if not self.with_lm:
+            return x
+        x = self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
+        return self.apply(x, keras.layers.Activation, activation=self.final_activation,
+                          name="LM-Activation")
+
+    # --------------------------------------------------------------- the weights
+    # A layout lists, for each model variable, where it lives in one checkpoint format.
+    # GPT-2 rows: (variable, OpenAI TF name, Hugging Face name, bert4keras 'gpt/' name);
+    # block names are relative to model/h{i}/, transformer.h.{i}., gpt/transformer/layer_{i}/.
+    TOP = [
+        ("Embedding-Token/embeddings", "model/wte", "wte.weight", "gpt/embeddings/word_embeddings"),
+        ("Embedding-Position/embeddings", "model/wpe", "wpe.weight", "gpt/embeddings/position_embeddings"),
+        ("Output-Norm/gamma", "model/ln_f/g", "ln_f.weight", "gpt/output/LayerNorm/gamma"),
+        ("Output-Norm/beta", "model/ln_f/b", "ln_f.bias", "gpt/output/LayerNorm/beta"),
+    ]
+    BLOCK = [
+        ("{att}-Norm/gamma", "ln_1/g", "ln_1.weight", "attention/input/LayerNorm/gamma"),
+        ("{att}-Norm/beta", "ln_1/b", "ln_1.bias", "attention/input/LayerNorm/beta"),
+        ("{att}/q_dense/kernel", "attn/c_attn/w", "attn.c_attn.weight", "attention/self/query/kernel"),
+        ("{att}/q_dense/bias", "attn/c_attn/b", "attn.c_attn.bias", "attention/self/query/bias"),
+        ("{att}/k_dense/kernel", "attn/c_attn/w", "attn.c_attn.weight", "attention/self/key/kernel"),
+        ("{att}/k_dense/bias", "attn/c_attn/b", "attn.c_attn.bias", "attention/self/key/bias"),
+        ("{att}/v_dense/kernel", "attn/c_attn/w", "attn.c_attn.weight", "attention/self/value/kernel"),
+        ("{att}/v_dense/bias", "attn/c_attn/b", "attn.c_attn.bias", "attention/self/value/bias"),
+        ("{att}/o_dense/kernel", "attn/c_proj/w", "attn.c_proj.weight", "attention/output/dense/kernel"),
+        ("{att}/o_dense/bias", "attn/c_proj/b", "attn.c_proj.bias", "attention/output/dense/bias"),
+        ("{ffn}-Norm/gamma", "ln_2/g", "ln_2.weight", "input/LayerNorm/gamma"),
+        ("{ffn}-Norm/beta", "ln_2/b", "ln_2.bias", "input/LayerNorm/beta"),
+        ("{ffn}/i0_dense/kernel", "mlp/c_fc/w", "mlp.c_fc.weight", "intermediate/dense/kernel"),
+        ("{ffn}/i0_dense/bias", "mlp/c_fc/b", "mlp.c_fc.bias", "intermediate/dense/bias"),
+        ("{ffn}/o_dense/kernel", "mlp/c_proj/w", "mlp.c_proj.weight", "output/dense/kernel"),
+        ("{ffn}/o_dense/bias", "mlp/c_proj/b", "mlp.c_proj.bias", "output/dense/bias"),
+    ]
+    LAYOUTS = {"google": "openai", "hf": "hf"}  # the layout written for each naming
+
+    def block_variables(self, index):
+        p = self.prefix
+        return {"att": f"{p}Transformer-{index}-MultiHeadSelfAttention",
+                "ffn": f"{p}Transformer-{index}-FeedForward"}
+
+    def weight_layout(self, layout):
+        """``{variable path: Slot}`` for ``layout`` ('openai', 'hf' or 'bert4keras')."""
+        column = {"openai": 1, "hf": 2, "bert4keras": 3}[layout]
+        slots = {}
+        for row in self.TOP:
+            name = row[column]
+            if layout == "hf":  # GPT2LMHeadModel nests the network under 'transformer.'
+                slots[self.prefix + row[0]] = Slot(("transformer." + name, name))
+            else:
+                slots[self.prefix + row[0]] = Slot((name,))
+        for i in range(self.num_hidden_layers):
+            for row in self.BLOCK:
+                path, name = row[0].format(**self.block_variables(i)), row[column]
+                fused = re.search(r"/([qkv])_dense/", path)
+                part = ("qkv".index(fused.group(1)), 3) if fused and layout != "bert4keras" else None
+                if layout == "openai":
+                    # conv1d kernels are [1, in, out]
+                    slots[path] = Slot((f"model/h{i}/{name}",), conv=name.endswith("/w"), part=part)
+                elif layout == "hf":
+                    slots[path] = Slot((f"transformer.h.{i}.{name}", f"h.{i}.{name}"), part=part)
+                else:
+                    slots[path] = Slot((f"gpt/transformer/layer_{i}/{name}",))
+        return slots
+
+    def detect_layout(self, names):
+        if detect_naming(names) == "hf":
+            return "hf"
+        return "bert4keras" if any(n.startswith("gpt/") for n in names) else "openai"
+
+    # names that mark a checkpoint as this family's (its token embedding)
+    family_marks = re.compile(r"^model/wte$|(^|\.)wte\.weight$|^gpt/embeddings/word_embeddings$")
+    family_marks_text = "'model/wte', 'transformer.wte.weight' or 'gpt/embeddings/word_embeddings'"
+
+    def check_family(self, names, layout):
+        """A clear error when the checkpoint is of another family (before a wall of
+        'missing' lines)."""
+        if any(self.family_marks.search(n) for n in names):
+            return
+        if any(n.startswith(("newslm/", "newslm.")) for n in names):
+            family = "gpt2_ml"
+        elif any(GPT2.family_marks.search(n) for n in names):
+            family = "gpt2"
+        else:
+            from kerasformer.models import guess_family
+
+            family = guess_family(names)
+        hint = f"; it looks like a {family!r} checkpoint: pass model={family!r}" if family else ""
+        raise WeightMismatchError(
+            f"the checkpoint is not a {type(self).__name__} checkpoint (it has no "
+            f"{self.family_marks_text} tensor){hint}")
+
+    def variable_mapping(self):
+        """Model variable path -> OpenAI checkpoint name (q/k/v share c_attn)."""
+        return {path: slot.name for path, slot in self.weight_layout(self.LAYOUTS["google"]).items()}
+
+    def checkpoint_sources(self, naming):
+        """Names only: fused and conv1d tensors also need ``weight_layout``'s slicing."""
+        return {path: WeightSource(slot.names)
+                for path, slot in self.weight_layout(self.LAYOUTS[naming]).items()}
+
+    def vocabulary_variables(self):
+        return [f"{self.prefix}Embedding-Token/embeddings"]
+
+    def load_weights_from_checkpoint(self, checkpoint):
+        """Load any supported checkpoint (path or ``{name: array}``); returns the
+        ``LoadReport``, raises ``WeightMismatchError`` naming what does not fit."""
+        if isinstance(checkpoint, (str, os.PathLike)):
+            from kerasformer.checkpoints.resolve import open_checkpoint
+
+            tensors = open_checkpoint(os.fspath(checkpoint))
+        else:
+            tensors = checkpoint
+        names = list(tensors.keys())
+        if not names:
+            raise WeightMismatchError("the checkpoint holds no tensors")
+        layout = self.detect_layout(names)
+        self.check_family(names, layout)
+        slots = self.weight_layout(layout)
+        sources = {path: WeightSource(slot.names) for path, slot in slots.items()}
+        transforms = {path: slot.load for path, slot in slots.items() if slot.part or slot.conv}
+        for path in self.vocabulary_variables():
+            transforms[path] = _chain(transforms.get(path), self._embedding_transform)
+        self.load_report = load_weights(self.model_variables(), sources, _WithoutBuffers(tensors),
+                                        transforms, ignore_missing=self.ignore_invalid_weights)
+        return self.load_report
+
+    def export_tensors(self, naming="google", layout=None):
+        """``{checkpoint name: array}`` in ``layout`` (default: OpenAI's for 'google',
+        Hugging Face's for 'hf'), the q/k/v thirds fused back into one tensor."""
+        slots = self.weight_layout(layout or self.LAYOUTS[naming])
+        out, parts = {}, {}
+        for path, variable in self.model_variables().items():
+            if path not in slots:
+                raise WeightMismatchError(f"variable {path} has no checkpoint name to be saved under")
+            slot = slots[path]
+            value = keras.ops.convert_to_numpy(variable)
+            if slot.part:
+                parts.setdefault(slot.name, (slot, [None] * slot.part[1]))[1][slot.part[0]] = value
+            else:
+                out[slot.name] = slot.save(value)
+        for name, (slot, pieces) in parts.items():
+            out[name] = slot.save(np.concatenate(pieces, axis=-1))
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """Where one variable lives in a checkpoint: candidate names (canonical first),
+    whether it is stored as an OpenAI conv1d kernel ``[1, in, out]``, and whether it is
+    part ``(index, count)`` of a tensor fused along its last axis (q/k/v in c_attn).
+    No GPT-2 layout stores a kernel transposed."""
+
+    names: tuple
+    conv: bool = False
+    part: tuple = None
+
+    @property
+    def name(self):
+        return self.names[0]
+
+    def load(self, value):
+        if self.conv:
+            value = value.reshape(value.shape[1:]) if value.ndim == 3 and value.shape[0] == 1 else value
+        if self.part:
+            index, count = self.part
+            if value.shape[-1] % count:
+                raise WeightMismatchError(f"{self.name} has shape {value.shape}: its last axis "
+                                          f"does not split into {count} equal parts")
+            size = value.shape[-1] // count
+            value = value[..., index * size:(index + 1) * size]
+        return value
+
+    def save(self, value):
+        return np.ascontiguousarray(value[None] if self.conv else value)
+
+
+def _chain(first, second):
+    return second if first is None else (lambda value: second(first(value)))
+
+
+class _WithoutBuffers(collections.abc.Mapping):
+    """The checkpoint minus Hugging Face's attention-mask buffers (``h.0.attn.bias``,
+    ``h.0.attn.masked_bias`` in older GPT-2 files), which are not weights."""
+
+    buffer = re.compile(r"(^|\.)h\.\d+\.attn\.(masked_)?bias$")
+
+    def __init__(self, tensors):
+        self.tensors = tensors
+        self.names = [n for n in tensors.keys() if not self.buffer.search(n)]
+
+    def __getitem__(self, name):
+        return self.tensors[name]
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self):
+        return len(self.names)
+
+
+class GPT2_ML(GPT2):
+    """GPT2-ML (https://github.com/imcaspar/gpt2-ml), as bert4keras' ``GPT2_ML``: GPT /
+    Grover-style blocks (see the module doc), LayerNorm epsilon 1e-5, the exact (erf)
+    GELU its code uses under the name 'gelu'. Same options as :class:`GPT2`.
+    """
+
+    model_key = "gpt2_ml"
+
+    def __init__(self, hidden_act="gelu", **kwargs):
+        super().__init__(hidden_act=hidden_act, **kwargs)
+
+    def apply_embeddings(self, inputs):
+        token_ids = inputs[0]
+        self.compute_attention_mask(token_ids)
+        x = self.apply(token_ids, Embedding, input_dim=self.vocab_size,
+                       output_dim=self.embedding_size,
+                       embeddings_initializer=self.initializer, name="Embedding-Token")
+        x = self.apply(x, PositionEmbedding, input_dim=self.max_position,
+                       output_dim=self.embedding_size, embeddings_initializer=self.initializer,
+                       name="Embedding-Position")
+        return self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name="Embedding-Norm")
+
+    def apply_main_layers(self, inputs, index):
+        """x = x + Attn(x); x = LN1(x + FFN(LN0(x)))."""
+        attention = f"Transformer-{index}-MultiHeadSelfAttention"
+        feed_forward = f"Transformer-{index}-FeedForward"
+        x = inputs
+        h = self.attention(x, attention)
+        h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention}-Dropout")
+        x = self.apply([x, h], keras.layers.Add, name=f"{attention}-Add")
+        h = self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name=f"{feed_forward}-Norm-0")
+        h = self.feed_forward(h, feed_forward)
+        h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward}-Dropout")
+        x = self.apply([x, h], keras.layers.Add, name=f"{feed_forward}-Add")
+        return self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name=f"{feed_forward}-Norm-1")
+
+    def apply_final_layers(self, inputs):
+        return self.language_model_head(inputs)
+
+    # --------------------------------------------------------------- the weights
+    # (variable, GPT2-ML TF name); block names are relative to newslm/layer{i:02d}/
+    TOP = [
+        ("Embedding-Token/embeddings", "newslm/embeddings/word_embed"),
+        ("Embedding-Position/embeddings", "newslm/embeddings/pos_embed"),
+        ("Embedding-Norm/gamma", "newslm/embeddings/LayerNorm_embed_norm/gamma"),
+        ("Embedding-Norm/beta", "newslm/embeddings/LayerNorm_embed_norm/beta"),
+    ]
+    BLOCK = [
+        ("{att}/q_dense/kernel", "query_layer/kernel"),
+        ("{att}/q_dense/bias", "query_layer/bias"),
+        ("{att}/k_dense/kernel", "key_layer/kernel"),
+        ("{att}/k_dense/bias", "key_layer/bias"),
+        ("{att}/v_dense/kernel", "value_layer/kernel"),
+        ("{att}/v_dense/bias", "value_layer/bias"),
+        ("{att}/o_dense/kernel", "context_projection_layer/kernel"),
+        ("{att}/o_dense/bias", "context_projection_layer/bias"),
+        ("{ffn}-Norm-0/gamma", "LayerNorm_mlp_ln0/gamma"),
+        ("{ffn}-Norm-0/beta", "LayerNorm_mlp_ln0/beta"),
+        ("{ffn}/i0_dense/kernel", "intermediate/kernel"),
+        ("{ffn}/i0_dense/bias", "intermediate/bias"),
+        ("{ffn}/o_dense/kernel", "output/kernel"),
+        ("{ffn}/o_dense/bias", "output/bias"),
+        ("{ffn}-Norm-1/gamma", "LayerNorm_mlp_ln1/gamma"),
+        ("{ffn}-Norm-1/beta", "LayerNorm_mlp_ln1/beta"),
+    ]
+    LAYOUTS = {"google": "newslm", "hf": "hf"}
+    family_marks = re.compile(r"^newslm[/.]embeddings[/.]word_embed$")
+    family_marks_text = "'newslm/embeddings/word_embed'"
+
+    def weight_layout(self, layout):
+        """``{variable path: Slot}``: 'newslm' (the TF names), or 'hf' (the same, dotted)."""
+        names = {self.prefix + path: name for path, name in self.TOP}
+        for i in range(self.num_hidden_layers):
+            for path, name in self.BLOCK:
+                names[path.format(**self.block_variables(i))] = f"newslm/layer{i:02d}/{name}"
+        if layout == "hf":
+            return {path: Slot((name.replace("/", "."),)) for path, name in names.items()}
+        return {path: Slot((name,)) for path, name in names.items()}
+
+    def detect_layout(self, names):
+        return "hf" if detect_naming(names) == "hf" else "newslm"
