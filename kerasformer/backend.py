@@ -9,7 +9,6 @@ import contextlib
 import weakref
 
 import keras
-import numpy as np
 
 
 def name():

@@ -15,3 +15,7 @@ class UnsafeCheckpointError(CheckpointError):
 
 class WeightMismatchError(KerasformerError):
     """Model variables and checkpoint tensors do not line up (missing / shape mismatch)."""
+
+
+class FamilyMismatchError(WeightMismatchError):
+    """The checkpoint belongs to another model family; the message says which to pass."""

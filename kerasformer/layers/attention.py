@@ -2,6 +2,11 @@
 import keras
 from keras import ops
 
+from kerasformer.errors import KerasformerError
+from kerasformer.layers.positions import apply_rotary
+
+POSITION_BIAS_TYPES = (None, "typical_relative", "rotary")
+
 
 @keras.saving.register_keras_serializable(package="kerasformer")
 class MultiHeadAttention(keras.layers.Layer):
@@ -12,6 +17,19 @@ class MultiHeadAttention(keras.layers.Layer):
     * ``attention_mask``: boolean, broadcastable to ``[batch, heads, q_len, k_len]``;
       False means "may not attend". Built once per model call (see ``kerasformer.masks``).
     * ``attention_bias``: optional additive bias of the same shape (relative positions).
+    * ``position_bias``: position information consumed as ``position_bias_type`` says
+      (see ``kerasformer.layers.positions``):
+
+      - ``'typical_relative'`` (NEZHA; Shaw et al.): ``position_bias`` is ``r`` of shape
+        ``[q_len, k_len, key_size]``; scores get ``q_i . r_ij`` added (before scaling) and
+        the output gets ``sum_j p_ij r_ij`` added, as bert4keras' ``p_bias='typical_relative'``.
+        Needs ``head_size == key_size``.
+      - ``'rotary'`` (RoFormer): ``position_bias`` is the ``[1, length, key_size]`` sinusoid
+        of ``SinusoidalPositionEmbedding``; queries and keys (and values too with
+        ``rotary_value=True``, Hugging Face RoFormer's option) are rotated by position
+        before the dot product (self-attention: queries and keys share the positions).
+
+      Without ``position_bias`` the layer is plain attention whatever the type.
 
     ``head_size`` is the per-head size of values, ``key_size`` that of queries/keys
     (they differ in some Chinese models). Sub-layers ``q_dense``, ``k_dense``,
@@ -21,8 +39,12 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def __init__(self, heads, head_size, out_dim=None, key_size=None, use_bias=True,
                  attention_dropout=0.0, attention_scale=True,
-                 kernel_initializer="glorot_uniform", **kwargs):
+                 kernel_initializer="glorot_uniform", position_bias_type=None, rotary_value=False,
+                 **kwargs):
         super().__init__(**kwargs)
+        if position_bias_type not in POSITION_BIAS_TYPES:
+            raise KerasformerError(f"unknown position_bias_type {position_bias_type!r}; "
+                                   f"choose one of {POSITION_BIAS_TYPES}")
         self.heads = heads
         self.head_size = head_size
         self.out_dim = out_dim
@@ -32,6 +54,15 @@ class MultiHeadAttention(keras.layers.Layer):
         self.attention_scale = attention_scale
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.dropout = keras.layers.Dropout(attention_dropout)
+        self.position_bias_type = position_bias_type
+        self.rotary_value = bool(rotary_value)
+        if position_bias_type == "typical_relative" and self.key_size != head_size:
+            raise KerasformerError("position_bias_type='typical_relative' adds the same relative "
+                                   f"embeddings to keys and values: key_size ({self.key_size}) must "
+                                   f"equal head_size ({head_size})")
+        if self.rotary_value and self.key_size != head_size:
+            raise KerasformerError(f"rotary_value rotates values with the key table: key_size "
+                                   f"({self.key_size}) must equal head_size ({head_size})")
 
     def build(self, input_shape):
         if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
@@ -56,7 +87,8 @@ class MultiHeadAttention(keras.layers.Layer):
         x = ops.reshape(x, (batch, length, self.heads, size))
         return ops.transpose(x, (0, 2, 1, 3))  # [batch, heads, length, size]
 
-    def call(self, inputs, attention_mask=None, attention_bias=None, training=None):
+    def call(self, inputs, attention_mask=None, attention_bias=None, position_bias=None,
+             training=None):
         if isinstance(inputs, (list, tuple)):
             q, k, v = inputs
         else:
@@ -64,7 +96,22 @@ class MultiHeadAttention(keras.layers.Layer):
         qw = self._split_heads(self.q_dense(q), self.key_size)
         kw = self._split_heads(self.k_dense(k), self.key_size)
         vw = self._split_heads(self.v_dense(v), self.head_size)
+        relative = None
+        if position_bias is not None and self.position_bias_type == "rotary":
+            if len(position_bias.shape) == 3:  # [batch or 1, length, depth] -> broadcast over heads
+                position_bias = ops.expand_dims(position_bias, 1)
+            qw = apply_rotary(position_bias, qw)
+            kw = apply_rotary(position_bias, kw)
+            if self.rotary_value:
+                vw = apply_rotary(position_bias, vw)
+        elif position_bias is not None and self.position_bias_type == "typical_relative":
+            relative = ops.cast(position_bias, qw.dtype)  # [q_len, k_len, key_size]
+        elif position_bias is not None:
+            raise KerasformerError(f"layer '{self.name}' got a position_bias but has no "
+                                   "position_bias_type to say how to use it")
         scores = ops.matmul(qw, ops.transpose(kw, (0, 1, 3, 2)))
+        if relative is not None:
+            scores = scores + ops.einsum("bhqd,qkd->bhqk", qw, relative)
         if self.attention_scale:
             scores = scores / ops.cast(self.key_size, scores.dtype) ** 0.5
         if attention_bias is not None:
@@ -76,6 +123,8 @@ class MultiHeadAttention(keras.layers.Layer):
         probs = ops.cast(ops.softmax(scores, axis=-1), vw.dtype)
         probs = self.dropout(probs, training=training)
         out = ops.matmul(probs, vw)  # [batch, heads, q_len, head_size]
+        if relative is not None:
+            out = out + ops.einsum("bhqk,qkd->bhqd", probs, relative)
         out = ops.transpose(out, (0, 2, 1, 3))
         batch, length = ops.shape(out)[0], ops.shape(out)[1]
         out = ops.reshape(out, (batch, length, self.heads * self.head_size))
@@ -92,4 +141,7 @@ class MultiHeadAttention(keras.layers.Layer):
                       attention_dropout=self.attention_dropout,
                       attention_scale=self.attention_scale,
                       kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
+        # only when used, so that configs of plain attention layers stay as they were
+        if self.position_bias_type is not None:
+            config.update(position_bias_type=self.position_bias_type, rotary_value=self.rotary_value)
         return config

@@ -1,7 +1,7 @@
 """``build_transformer_model``: one entry point for every family (bert4keras semantics)."""
 import inspect
 
-from kerasformer.errors import KerasformerError, WeightMismatchError
+from kerasformer.errors import FamilyMismatchError, KerasformerError, WeightMismatchError
 from kerasformer.models.bert import BERT, RoBERTa
 from kerasformer.models.transformer import Transformer, load_config
 
@@ -118,13 +118,15 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
     if checkpoint_path is not None:
         try:
             transformer.load_weights_from_checkpoint(checkpoint_path)
+        except FamilyMismatchError:
+            raise  # the family's own diagnosis is more precise than a guess from names
         except WeightMismatchError as e:
             from kerasformer.checkpoints.resolve import open_checkpoint
 
             family = guess_family(open_checkpoint(checkpoint_path).keys())
             own = getattr(cls, "model_key", None)
             if family and own and family != own and not (family == "bert" and own == "roberta"):
-                raise WeightMismatchError(
+                raise FamilyMismatchError(
                     f"{checkpoint_path} looks like a {family!r} checkpoint, but model={own!r} was "
                     f"asked for; pass model={family!r}") from e
             raise

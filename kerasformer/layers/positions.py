@@ -1,0 +1,138 @@
+"""Position encodings that are functions, not weights: NEZHA's relative embeddings and
+RoFormer's rotary embeddings.
+
+Neither holds a variable. Their tables are fixed sinusoids, so a checkpoint never stores
+them (Huawei's NEZHA builds the table with numpy at graph time; Hugging Face keeps it as a
+buffer), and computing them here means there is nothing to load and nothing to get wrong.
+
+Both layers produce the ``position_bias`` that ``MultiHeadAttention`` consumes:
+
+* :class:`RelativePositionEmbedding` -> ``[q_len, k_len, depth]``, used with
+  ``position_bias_type='typical_relative'`` (NEZHA);
+* :class:`SinusoidalPositionEmbedding` -> ``[1, length, depth]``, used with
+  ``position_bias_type='rotary'`` (RoFormer, RoFormer-v2), applied by :func:`apply_rotary`.
+"""
+import keras
+import numpy as np
+from keras import ops
+
+from kerasformer.errors import KerasformerError
+
+
+def sinusoidal_table(num_positions, depth):
+    """``[num_positions, depth]`` with ``table[p, 2i] = sin(p / 10000^(2i/depth))`` and
+    ``table[p, 2i+1] = cos(...)`` (sin and cos interleaved), computed in float64.
+
+    This is the table of Huawei's NEZHA code (``_generate_relative_positions_embeddings``)
+    and of bert4keras' ``Sinusoidal`` initializer.
+    """
+    positions = np.arange(num_positions, dtype=np.float64)[:, None]
+    inv_freq = np.power(10000.0, -2.0 * np.arange(depth // 2, dtype=np.float64) / depth)
+    angles = positions * inv_freq[None, :]
+    table = np.zeros((num_positions, depth), dtype=np.float64)
+    table[:, 0: 2 * (depth // 2): 2] = np.sin(angles)
+    table[:, 1: 2 * (depth // 2): 2] = np.cos(angles)
+    return table
+
+
+def relative_position_ids(q_len, k_len, max_relative_position):
+    """``ids[i, j] = clip(j - i, -K, K) + K``: the row of the relative table that query i
+    uses for key j (NEZHA / Shaw et al. 2018, shifted so that ids are >= 0)."""
+    q_idx = ops.expand_dims(ops.arange(q_len, dtype="int32"), 1)
+    k_idx = ops.expand_dims(ops.arange(k_len, dtype="int32"), 0)
+    distance = ops.clip(k_idx - q_idx, -max_relative_position, max_relative_position)
+    return distance + max_relative_position
+
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class RelativePositionEmbedding(keras.layers.Layer):
+    """NEZHA's functional relative position encoding.
+
+    Called on ``x`` (self-attention) or ``[q, k]``, returns ``[q_len, k_len, output_dim]``
+    where entry ``(i, j)`` is row ``clip(j - i, -K, K) + K`` of :func:`sinusoidal_table`
+    with ``2K + 1`` rows (``K = max_relative_position``, 64 in Huawei's release).
+
+    Note the shift: the NEZHA paper writes the encoding as a sinusoid of ``j - i``, but the
+    released code (and so the released checkpoints, bert4keras and Hugging Face) index the
+    table by the clipped distance plus K, i.e. a sinusoid of ``clip(j - i) + K``. We follow
+    the code, because that is what the weights were trained with.
+    """
+
+    def __init__(self, max_relative_position=64, output_dim=64, **kwargs):
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
+        self.max_relative_position = int(max_relative_position)
+        self.output_dim = int(output_dim)
+        self._table = sinusoidal_table(2 * self.max_relative_position + 1, self.output_dim)
+
+    def call(self, inputs):
+        q, k = inputs if isinstance(inputs, (list, tuple)) else (inputs, inputs)
+        ids = relative_position_ids(ops.shape(q)[1], ops.shape(k)[1], self.max_relative_position)
+        table = ops.convert_to_tensor(self._table.astype(np.float32))
+        return ops.cast(ops.take(table, ids, axis=0), self.compute_dtype)
+
+    def compute_output_spec(self, inputs):
+        q, k = inputs if isinstance(inputs, (list, tuple)) else (inputs, inputs)
+        return keras.KerasTensor((q.shape[1], k.shape[1], self.output_dim), dtype=self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(max_relative_position=self.max_relative_position, output_dim=self.output_dim)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class SinusoidalPositionEmbedding(keras.layers.Layer):
+    """The rotary table of RoFormer: called on ``x`` of shape ``[batch, length, ...]``,
+    returns ``[1, length, output_dim]`` holding ``sin(p * w_i), cos(p * w_i)`` interleaved,
+    with ``w_i = 10000^(-2i / output_dim)`` (bert4keras' ``SinusoidalPositionEmbedding``
+    with ``merge_mode='zero'``).
+
+    Angles are computed in float32 whatever the compute dtype: in bf16 a position of a
+    few hundred would lose whole radians.
+    """
+
+    def __init__(self, output_dim, **kwargs):
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
+        if output_dim % 2:
+            raise KerasformerError(f"rotary position embedding needs an even head size, got {output_dim}")
+        self.output_dim = int(output_dim)
+
+    def call(self, inputs):
+        length = ops.shape(inputs)[1]
+        positions = ops.arange(length, dtype="float32")
+        inv_freq = ops.convert_to_tensor(
+            np.power(10000.0, -2.0 * np.arange(self.output_dim // 2) / self.output_dim).astype(np.float32))
+        angles = ops.expand_dims(positions, 1) * ops.expand_dims(inv_freq, 0)  # [length, depth/2]
+        table = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)  # [length, depth/2, 2]
+        table = ops.reshape(table, (1, length, self.output_dim))
+        return ops.cast(table, self.compute_dtype)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor((1, inputs.shape[1], self.output_dim), dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "output_dim": self.output_dim}
+
+
+def apply_rotary(sinusoidal, x):
+    """Rotate consecutive pairs ``(x[2i], x[2i+1])`` of the last axis of ``x`` by the angles
+    in ``sinusoidal`` (the output of :class:`SinusoidalPositionEmbedding`, broadcastable to
+    ``x``):
+
+        out[2i]   = x[2i] cos - x[2i+1] sin
+        out[2i+1] = x[2i+1] cos + x[2i] sin
+
+    which is Su et al.'s RoFormer and the ``rotate_half`` of bert4keras / Hugging Face
+    RoFormer (pairs are interleaved, not split into halves as in GPT-NeoX / LLaMA).
+    """
+    shape = ops.shape(x)
+    depth = shape[-1]
+    pairs = ops.reshape(x, tuple(shape[:-1]) + (depth // 2, 2))
+    table = ops.cast(sinusoidal, x.dtype)
+    table = ops.reshape(table, tuple(ops.shape(table)[:-1]) + (depth // 2, 2))
+    sin, cos = table[..., 0], table[..., 1]
+    even, odd = pairs[..., 0], pairs[..., 1]
+    rotated = ops.stack([even * cos - odd * sin, odd * cos + even * sin], axis=-1)
+    return ops.reshape(rotated, shape)

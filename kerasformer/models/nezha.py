@@ -1,0 +1,177 @@
+"""NEZHA (Huawei, Wei et al. 2019): BERT with functional relative positions.
+
+Reads top to bottom: inputs (BERT's) -> token + segment embeddings, no absolute positions
+-> N post-LN blocks whose attention adds fixed sinusoidal relative embeddings to keys and
+values -> BERT's pooler / NSP / MLM heads, then the weight names.
+
+What differs from BERT, and why:
+
+* there is no position embedding table: position enters only through the relative
+  embeddings ``r_ij`` (a sinusoid of ``clip(j - i, -K, K) + K``, K = 64 as hard-coded in
+  Huawei's release; see ``kerasformer.layers.positions``). They are functions, not
+  weights, so nothing is loaded for them;
+* attention scores are ``(q_i . k_j + q_i . r_ij) / sqrt(d)`` and the output is
+  ``sum_j p_ij (v_j + r_ij)`` (bert4keras' ``p_bias='typical_relative'``).
+
+Checkpoints: Huawei's TF release uses Google BERT's names without
+``bert/embeddings/position_embeddings``; Hugging Face NEZHA files (transformers <= 4.40)
+use ``nezha.*`` plus one ``relative_positions_encoding.positions_encoding`` buffer per
+layer, which is derived, so it is skipped when loading.
+"""
+import collections.abc
+import os
+import re
+
+import keras
+
+from kerasformer.errors import FamilyMismatchError, KerasformerError
+from kerasformer.layers import Embedding, FeedForward, LayerNorm, MultiHeadAttention
+from kerasformer.layers.positions import RelativePositionEmbedding
+from kerasformer.models.bert import BERT
+
+
+class NEZHA(BERT):
+    """NEZHA with bert4keras' options (``with_pool``, ``with_nsp``, ``with_mlm``, ...;
+    see :class:`~kerasformer.models.bert.BERT`).
+
+    ``max_relative_position`` (K) defaults to Huawei's 64; Hugging Face NEZHA configs carry
+    it as ``max_relative_position``. ``max_position`` is accepted for config compatibility
+    but limits nothing: relative positions work at any length.
+    """
+
+    model_key = "nezha"
+    hf_prefix = "nezha"
+    position_bias_type = "typical_relative"
+    use_bias = True  # RoFormer-v2 drops every bias
+    # checkpoint tensors that are recomputed, never loaded (HF buffers of fixed sinusoids)
+    derived_tensors = (r"relative_positions_encoding\.positions_encoding$",)
+
+    def __init__(self, max_relative_position=None, use_relative_position=None, model_type=None,
+                 **kwargs):
+        if use_relative_position is False:
+            raise KerasformerError("the config says use_relative_position=false: that network has "
+                                   "absolute positions, i.e. it is BERT; pass model='bert'")
+        if model_type is not None and model_type not in ("nezha", "bert"):
+            raise KerasformerError(f"the config is for model_type {model_type!r}, not NEZHA; "
+                                   f"pass model={model_type!r}")
+        super().__init__(**kwargs)
+        self.max_relative_position = 64 if max_relative_position is None else max_relative_position
+        self.position_bias = None
+
+    # --------------------------------------------------------------- the network
+    def apply_embeddings(self, inputs):
+        """Token (+ segment) embeddings, LayerNorm, dropout; no absolute positions."""
+        token_ids, segment_ids = inputs
+        self.compute_attention_mask(token_ids, segment_ids)
+        x = self.apply(token_ids, Embedding, input_dim=self.vocab_size,
+                       output_dim=self.embedding_size,
+                       embeddings_initializer=self.initializer, name="Embedding-Token")
+        if self.segment_vocab_size > 0:
+            s = self.apply(segment_ids, keras.layers.Embedding, input_dim=self.segment_vocab_size,
+                           output_dim=self.embedding_size,
+                           embeddings_initializer=self.initializer, name="Embedding-Segment")
+            x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
+        x = self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name="Embedding-Norm")
+        x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
+        if self.embedding_size != self.hidden_size:
+            x = self.apply(x, keras.layers.Dense, units=self.hidden_size, use_bias=self.use_bias,
+                           kernel_initializer=self.initializer, name="Embedding-Mapping")
+        return x
+
+    def compute_position_bias(self, inputs):
+        """The ``[L, L, head_size]`` relative embeddings, built once and shared by all blocks."""
+        if self.position_bias is None:
+            self.position_bias = self.apply(
+                inputs, RelativePositionEmbedding, max_relative_position=self.max_relative_position,
+                output_dim=self.attention_key_size, name="Embedding-Relative-Position")
+        return self.position_bias
+
+    def attention_options(self):
+        """Constructor options of every attention layer beyond BERT's."""
+        return {"position_bias_type": self.position_bias_type, "use_bias": self.use_bias}
+
+    def norm(self, x, name):
+        """The post-LN normalisation of the blocks (RoFormer-v2 makes it scale-free)."""
+        return self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name=name)
+
+    def apply_main_layers(self, inputs, index):
+        """One post-LN block: x = LN(x + Attn(x, positions)); x = LN(x + FFN(x))."""
+        attention = f"Transformer-{index}-MultiHeadSelfAttention"
+        feed_forward = f"Transformer-{index}-FeedForward"
+        x = inputs
+        position_bias = self.compute_position_bias(x)
+        h = self.apply(x, MultiHeadAttention,
+                       arguments={"attention_mask": self.attention_mask, "position_bias": position_bias},
+                       heads=self.num_attention_heads, head_size=self.attention_head_size,
+                       key_size=self.attention_key_size, attention_dropout=self.attention_dropout_rate,
+                       kernel_initializer=self.initializer, name=attention, **self.attention_options())
+        h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention}-Dropout")
+        x = self.apply([x, h], keras.layers.Add, name=f"{attention}-Add")
+        x = self.norm(x, f"{attention}-Norm")
+        h = self.apply(x, FeedForward, units=self.intermediate_size, activation=self.hidden_act,
+                       use_bias=self.use_bias, kernel_initializer=self.initializer, name=feed_forward)
+        h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward}-Dropout")
+        x = self.apply([x, h], keras.layers.Add, name=f"{feed_forward}-Add")
+        return self.norm(x, f"{feed_forward}-Norm")
+
+    # --------------------------------------------------------------- the weights
+    def variable_mapping(self):
+        """BERT's names, less the absolute position table NEZHA does not have."""
+        mapping = super().variable_mapping()
+        del mapping[f"{self.prefix}Embedding-Position/embeddings"]
+        return mapping
+
+    def rename_hf(self, name):
+        return re.sub(r"^bert\.", f"{self.hf_prefix}.", name)
+
+    def load_weights_from_checkpoint(self, checkpoint):
+        """As :meth:`Transformer.load_weights_from_checkpoint`, skipping the derived
+        sinusoid buffers Hugging Face saves (they are listed in ``load_report.ignored``)."""
+        if isinstance(checkpoint, (str, os.PathLike)):
+            from kerasformer.checkpoints.resolve import open_checkpoint
+
+            checkpoint = open_checkpoint(os.fspath(checkpoint))
+        view = _Without(checkpoint, self.derived_tensors)
+        report = super().load_weights_from_checkpoint(view)
+        report.ignored = sorted(report.ignored + view.hidden)
+        return report
+
+    def check_family(self, names, naming):
+        """A checkpoint with an absolute position table is BERT (or RoBERTa, ...), whose
+        weights would otherwise load here without complaint and compute nonsense."""
+        if self.ignore_invalid_weights:
+            return
+        absolute = [n for n in names if n.endswith(("embeddings/position_embeddings",
+                                                     "embeddings.position_embeddings.weight"))]
+        if absolute:
+            raise FamilyMismatchError(
+                f"the checkpoint holds absolute position embeddings ({absolute[0]}), which "
+                f"{type(self).__name__} does not have: it is a BERT-style checkpoint; pass "
+                "model='bert' (or ignore_invalid_weights=True to load it anyway)")
+        if self.use_bias:
+            kernels = any(n.endswith(("attention/self/query/kernel", "attention.self.query.weight"))
+                          for n in names)
+            if kernels and not any("LayerNorm" in n for n in names):
+                raise FamilyMismatchError(
+                    "the checkpoint has attention kernels but no LayerNorm weights: it looks like a "
+                    "RoFormer-v2 checkpoint; pass model='roformer_v2'")
+
+
+class _Without(collections.abc.Mapping):
+    """A read-only view of a checkpoint without the tensors whose names match ``patterns``."""
+
+    def __init__(self, tensors, patterns):
+        self._tensors = tensors
+        self.hidden = [n for n in tensors.keys() if any(re.search(p, n) for p in patterns)]
+        self._hidden = set(self.hidden)
+
+    def __getitem__(self, name):
+        if name in self._hidden:
+            raise KeyError(name)
+        return self._tensors[name]
+
+    def __iter__(self):
+        return (n for n in self._tensors.keys() if n not in self._hidden)
+
+    def __len__(self):
+        return len(self._tensors) - len(self._hidden)

@@ -1,0 +1,161 @@
+"""RoFormer and RoFormer-v2 (ZhuiyiTechnology; Su et al., 2021): BERT with rotary positions.
+
+Reads top to bottom: RoFormer (v1) -- NEZHA's network with the relative embeddings
+swapped for the rotary ones -- then RoFormer-v2, then the weight names of both.
+
+Rotary position embedding: queries and keys are rotated pair-wise by angles proportional
+to their position before the dot product, so ``q_i . k_j`` depends on ``j - i`` only
+(``kerasformer.layers.positions.apply_rotary``). There is no position table to load:
+Hugging Face's ``roformer.encoder.embed_positions.weight`` is a saved copy of the fixed
+sinusoid, skipped when loading.
+
+Checkpoints:
+
+* v1, Zhuiyi's TF release (written by bert4keras): Google BERT's names without
+  ``bert/embeddings/position_embeddings``;
+* v1, Hugging Face (``RoFormerModel`` / ``RoFormerForMaskedLM``): ``roformer.*`` and
+  ``cls.predictions.*``, ``roformer.embeddings_project`` when ``embedding_size`` differs
+  from ``hidden_size``; ``rotary_value`` in config.json rotates the values too;
+* v2, Zhuiyi's TF release: the same names as v1 minus every bias, LayerNorm and MLM
+  transform, because v2 has none (see :class:`RoFormerV2`).
+"""
+import re
+
+import keras
+
+from kerasformer.errors import FamilyMismatchError, KerasformerError
+from kerasformer.layers import Embedding, LayerNorm
+from kerasformer.layers.positions import SinusoidalPositionEmbedding
+from kerasformer.models.nezha import NEZHA
+
+
+class RoFormer(NEZHA):
+    """RoFormer (v1): BERT-like post-LN blocks, rotary positions, BERT's heads.
+
+    ``rotary_value=True`` (a Hugging Face RoFormer option) rotates the values as well.
+    """
+
+    model_key = "roformer"
+    hf_prefix = "roformer"
+    position_bias_type = "rotary"
+    derived_tensors = (r"embed_positions\.weight$",)
+
+    def __init__(self, rotary_value=False, **kwargs):
+        # NEZHA and RoFormer TF checkpoints carry the same names, so the config is the one
+        # place where a NEZHA model shows itself
+        if kwargs.get("use_relative_position") or kwargs.get("model_type") == "nezha":
+            raise KerasformerError("the config is NEZHA's (use_relative_position / model_type "
+                                   "'nezha'): pass model='nezha'")
+        if kwargs.pop("max_relative_position", None) is not None:
+            raise KerasformerError("max_relative_position belongs to NEZHA; RoFormer's rotary "
+                                   "positions have no such limit")
+        model_type = kwargs.pop("model_type", None)
+        if model_type is not None and model_type not in ("roformer", "bert"):
+            raise KerasformerError(f"the config is for model_type {model_type!r}, not RoFormer; "
+                                   f"pass model={model_type!r}")
+        super().__init__(**kwargs)
+        self.rotary_value = bool(rotary_value)
+
+    def compute_position_bias(self, inputs):
+        """The ``[1, L, head_size]`` rotary sinusoid, built once and shared by all blocks."""
+        if self.position_bias is None:
+            self.position_bias = self.apply(inputs, SinusoidalPositionEmbedding,
+                                            output_dim=self.attention_key_size,
+                                            name="Embedding-Rotary-Position")
+        return self.position_bias
+
+    def attention_options(self):
+        return {**super().attention_options(), "rotary_value": self.rotary_value}
+
+    def rename_hf(self, name):
+        name = super().rename_hf(name)
+        # HF projects embeddings with roformer.embeddings_project, not ALBERT's name
+        return name.replace(f"{self.hf_prefix}.encoder.embedding_hidden_mapping_in.",
+                            f"{self.hf_prefix}.embeddings_project.")
+
+
+class RoFormerV2(RoFormer):
+    """RoFormer-v2 as released by ZhuiyiTechnology (bert4keras' ``RoFormerV2``): the
+    standard-attention version (not GAU), with
+
+    * no bias anywhere (attention, feed-forward, embedding mapping, MLM);
+    * a parameter-free norm: ``x / sqrt(mean(x^2) + eps)`` -- no centring, no gamma,
+      no beta (bert4keras' ``LayerNormalization(zero_mean=False, scale=False, offset=False)``);
+      its epsilon is bert4keras' default ``K.epsilon() = 1e-7`` unless the config says otherwise;
+    * dropout before the embedding norm;
+    * an MLM head that is only the tied token embedding (``with_mlm``), after an
+      ``Output-Mapping`` projection when ``embedding_size != hidden_size``;
+    * no pooler and no NSP head.
+
+    ``segment_vocab_size=0`` (``type_vocab_size: 0`` in the config) drops the segment
+    embedding; the segment input stays, as for every family here, and feeds the UniLM mask.
+    """
+
+    model_key = "roformer_v2"
+    use_bias = False
+
+    def __init__(self, layer_norm_eps=1e-7, **kwargs):
+        if kwargs.get("with_pool") or kwargs.get("with_nsp"):
+            raise KerasformerError("RoFormer-v2 has no pooler or NSP head; use with_mlm, or build "
+                                   "your own head on the sequence output")
+        super().__init__(layer_norm_eps=layer_norm_eps, **kwargs)
+
+    def norm(self, x, name):
+        return self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, center=False, scale=False,
+                          rms=True, name=name)
+
+    def apply_embeddings(self, inputs):
+        token_ids, segment_ids = inputs
+        self.compute_attention_mask(token_ids, segment_ids)
+        x = self.apply(token_ids, Embedding, input_dim=self.vocab_size,
+                       output_dim=self.embedding_size,
+                       embeddings_initializer=self.initializer, name="Embedding-Token")
+        if self.segment_vocab_size > 0:
+            s = self.apply(segment_ids, keras.layers.Embedding, input_dim=self.segment_vocab_size,
+                           output_dim=self.embedding_size,
+                           embeddings_initializer=self.initializer, name="Embedding-Segment")
+            x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
+        x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
+        x = self.norm(x, "Embedding-Norm")
+        if self.embedding_size != self.hidden_size:
+            x = self.apply(x, keras.layers.Dense, units=self.hidden_size, use_bias=False,
+                           kernel_initializer=self.initializer, name="Embedding-Mapping")
+        return x
+
+    def apply_final_layers(self, inputs):
+        sequence = inputs
+        if not self.with_mlm:
+            return sequence
+        x = sequence
+        if self.embedding_size != self.hidden_size:
+            x = self.apply(x, keras.layers.Dense, units=self.embedding_size, use_bias=False,
+                           kernel_initializer=self.initializer, name="Output-Mapping")
+        x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Output-MLM-Dropout")
+        x = self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
+        activation = "softmax" if self.with_mlm is True else self.with_mlm
+        x = self.apply(x, keras.layers.Activation, activation=activation, name="Output-MLM-Activation")
+        return [sequence, x] if self.with_sequence_output else x
+
+    # --------------------------------------------------------------- the weights
+    def variable_mapping(self):
+        """v1's names without beta / gamma / bias (bert4keras filters them the same way).
+        ``Output-Mapping`` has no name in Zhuiyi's checkpoints (their embedding size equals
+        the hidden size), so a model with one loads only with ``ignore_invalid_weights``."""
+        return {path: name for path, name in super().variable_mapping().items()
+                if not name.endswith(("/beta", "/gamma", "/bias", "output_bias"))}
+
+    def vocabulary_variables(self):
+        return [f"{self.prefix}Embedding-Token/embeddings"]
+
+    def check_family(self, names, naming):
+        """v1 / BERT / NEZHA checkpoints have LayerNorm weights and biases; v2 has none, so
+        they would load here silently with half their weights dropped."""
+        super().check_family(names, naming)
+        if self.ignore_invalid_weights:
+            return
+        extra = [n for n in names if "LayerNorm" in n or re.search(r"(/|\.)bias$", n)]
+        if extra:
+            raise FamilyMismatchError(
+                f"the checkpoint holds LayerNorm / bias weights ({extra[0]}), which RoFormer-v2 "
+                "does not have: it looks like a RoFormer v1 (model='roformer'), NEZHA or BERT "
+                "checkpoint (or pass ignore_invalid_weights=True to load it anyway)")
