@@ -23,7 +23,16 @@ def __getattr__(name):
         from kerasformer.tokenizers import wordpiece
 
         return getattr(wordpiece, name)
-    if name in ("sequence_padding", "truncate_sequences", "DataGenerator", "text_segmentate", "to_array"):
+    if name == "SpTokenizer":
+        from kerasformer.tokenizers.sentencepiece import SpTokenizer
+
+        return SpTokenizer
+    if name in ("generate",):
+        from kerasformer.generation import generate
+
+        return generate
+    if name in ("sequence_padding", "truncate_sequences", "DataGenerator", "text_segmentate", "to_array",
+                "ViterbiDecoder"):
         from kerasformer import snippets
 
         return getattr(snippets, name)
@@ -32,6 +41,6 @@ def __getattr__(name):
 
 __all__ = [
     "CheckpointError", "KerasformerError", "UnsafeCheckpointError", "WeightMismatchError",
-    "build_transformer_model", "Tokenizer", "load_vocab", "save_vocab", "sequence_padding",
+    "build_transformer_model", "generate", "Tokenizer", "SpTokenizer", "load_vocab", "save_vocab", "sequence_padding",
     "truncate_sequences", "DataGenerator", "text_segmentate", "to_array",
 ]

@@ -80,3 +80,58 @@ def predict(model, inputs):
     if model not in _FORWARDS:
         _FORWARDS[model] = compiled_forward(model)
     return to_numpy(_FORWARDS[model](inputs))
+
+
+def update_cache(cache, new, index):
+    """Write ``new`` (``[batch, heads, T, size]``) into ``cache`` at position ``index`` of
+    axis 2 and return the cache. Torch updates in place (no per-step copy of the whole
+    cache, the cost that makes naive cached decoding slow on torch); JAX uses
+    ``dynamic_update_slice``, which XLA performs in place inside a compiled loop."""
+    new = keras.ops.cast(new, cache.dtype)
+    if name() == "torch":
+        length = new.shape[2]
+        if isinstance(index, int):
+            cache[:, :, index:index + length] = new
+        else:
+            cache.narrow(2, int(index), length).copy_(new)
+        return cache
+    return keras.ops.slice_update(cache, (0, 0, index, 0), new)
+
+
+class StepRandom:
+    """Uniform noise for sampling, reproducible from ``seed``. On JAX the draw for a step
+    is a pure function of (seed, step), so it can live inside a compiled loop; on torch a
+    seeded generator advances one draw per step (the loop runs in Python there)."""
+
+    def __init__(self, seed):
+        self.seed = 0 if seed is None else int(seed)
+        if name() == "torch":
+            import torch
+
+            self.generator = torch.Generator().manual_seed(self.seed)
+
+    def uniform(self, shape, step):
+        if name() == "torch":
+            import torch
+
+            return torch.rand(shape, generator=self.generator)
+        seed = keras.ops.stack([keras.ops.convert_to_tensor(self.seed, "uint32"),
+                                keras.ops.cast(step, "uint32")])
+        return keras.random.uniform(shape, seed=seed)
+
+
+def stateless_function(fn, variables):
+    """``fn`` compiled with the model variables passed in as values (JAX), else as is."""
+    if name() != "jax":
+        def run(*args):
+            with inference_mode():
+                return fn(*args)
+        return run
+    import jax
+
+    def pure(values, *args):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn(*args)
+
+    compiled = jax.jit(pure)
+    return lambda *args: compiled([v.value for v in variables], *args)

@@ -112,7 +112,8 @@ def find_config(path):
 
 def cmd_info(args):
     from kerasformer.checkpoints.resolve import open_checkpoint
-    from kerasformer.models import MODELS, guess_family
+    from kerasformer.errors import KerasformerError
+    from kerasformer.models import MODELS, get_family, guess_family
     from kerasformer.models.transformer import load_config
 
     tensors = open_checkpoint(args.path)
@@ -133,12 +134,20 @@ def cmd_info(args):
                                               ignore_invalid_weights=True, **heads)
         return transformer, transformer.load_weights_from_checkpoint(tensors)
 
-    # first with every head, then with just the heads whose weights the checkpoint holds
-    transformer, report = build(with_pool=True, with_nsp=True, with_mlm=True)
-    absent = {m.split("/")[0].split("-")[0] for m in report.missing}
-    heads = {"with_pool": "Pooler" not in absent, "with_nsp": "NSP" not in absent and "Pooler" not in absent,
-             "with_mlm": "MLM" not in absent}
-    transformer, report = build(**heads)
+    # which heads does the checkpoint hold? try each alone, then build with those present
+    candidates = getattr(get_family(family), "info_heads", ("with_pool", "with_nsp", "with_mlm"))
+    present = {}
+    for head in candidates:
+        try:
+            present[head] = not build(**{head: True})[1].missing
+        except KerasformerError:
+            present[head] = False
+    heads = {h: True for h in candidates if present[h]}
+    try:
+        transformer, report = build(**heads)
+    except KerasformerError:  # heads that exclude each other (ELECTRA): keep the first
+        heads = dict(list(heads.items())[:1])
+        transformer, report = build(**heads)
     n_params = sum(int(__import__("numpy").prod(v.shape)) for v in transformer.model.weights)
     print(f"checkpoint   {args.path} ({tensors.format}, {len(tensors)} tensors)")
     print(f"config       {config_path}")
@@ -146,7 +155,7 @@ def cmd_info(args):
           f"{transformer.num_hidden_layers} layers, hidden {transformer.hidden_size}, "
           f"{transformer.num_attention_heads} heads, intermediate {transformer.intermediate_size}, "
           f"vocab {transformer.vocab_size}")
-    print(f"heads        {', '.join(k[5:] for k, v in heads.items() if v) or 'none'} (those the checkpoint holds)")
+    print(f"heads        {', '.join(k[5:] for k in heads) or 'none'} (those the checkpoint holds)")
     print(f"parameters   {n_params:,}")
     print(f"matched      {len(report.loaded)} model variables loaded from the checkpoint")
     print(f"missing      {len(report.missing)}" + "".join(f"\n  - {m}" for m in report.missing))

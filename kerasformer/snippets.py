@@ -519,3 +519,45 @@ def parallel_apply(
         return [d for i, d in results]
     for i, d in generator:
         callback(d)
+
+
+class ViterbiDecoder:
+    """bert4keras' CRF decoder: the best tag path of one sequence, in numpy.
+
+    Scores ``score(y) = sum_t nodes[t, y_t] + sum_t trans[y_t, y_{t+1}]``, as the
+    ``ConditionalRandomField`` layer (``kerasformer.layers.crf``) does. ``trans`` is
+    ``[num_tags, num_tags]`` ("from" on rows, "to" on columns), e.g.
+    ``kerasformer.backend.to_numpy(crf.trans)``. ``starts`` / ``ends``, when given, are the
+    only tags a path may start / end with (e.g. 'O' and the 'B-*' tags of a BIO scheme).
+    """
+
+    def __init__(self, trans, starts=None, ends=None):
+        self.trans = np.asarray(trans, dtype=np.float64)
+        self.num_labels = len(self.trans)
+        labels = range(self.num_labels)
+        self.non_starts = [] if starts is None else [i for i in labels if i not in set(starts)]
+        self.non_ends = [] if ends is None else [i for i in labels if i not in set(ends)]
+
+    def decode(self, nodes):
+        """``nodes``: ``[length, num_tags]`` emission scores of the real tokens (strip the
+        padding first). Returns the best tag sequence as an int array of ``length``."""
+        nodes = np.array(nodes, dtype=np.float64)  # a copy: the constraints write into it
+        if nodes.ndim != 2 or nodes.shape[1] != self.num_labels:
+            raise ValueError(f"nodes must be [length, {self.num_labels}], got {nodes.shape}")
+        if len(nodes) == 0:
+            return np.zeros((0,), dtype=int)
+        nodes[0, self.non_starts] = -np.inf
+        nodes[-1, self.non_ends] = -np.inf
+        scores = nodes[0]  # best score of a path ending in each tag
+        backpointers = []
+        for t in range(1, len(nodes)):
+            candidates = scores[:, None] + self.trans + nodes[t][None, :]  # [from, to]
+            backpointers.append(candidates.argmax(axis=0))
+            scores = candidates.max(axis=0)
+        path = [int(scores.argmax())]
+        for pointers in reversed(backpointers):
+            path.append(int(pointers[path[-1]]))
+        return np.array(path[::-1], dtype=int)
+
+
+__all__.append("ViterbiDecoder")

@@ -34,7 +34,13 @@ def perturb_(torch_model, seed=0, scale=0.2):
 def save_hf(torch_model, directory, fmt):
     """Save as 'safetensors' or 'torch' (pytorch_model.bin) with HF's own writer."""
     os.makedirs(directory, exist_ok=True)
-    torch_model.save_pretrained(directory, safe_serialization=(fmt == "safetensors"))
+    torch_model.save_pretrained(directory)
+    if fmt == "torch":
+        # transformers 5 ignores safe_serialization=False: write the .bin with torch itself
+        import torch
+
+        torch.save(torch_model.state_dict(), os.path.join(directory, "pytorch_model.bin"))
+        os.remove(os.path.join(directory, "model.safetensors"))
     return directory
 
 

@@ -189,11 +189,11 @@ def test_rematch_fast_path_equals_search(chinese_vocab_path, lower):
     t = Tokenizer(chinese_vocab_path, do_lower_case=lower)
 
     def both(text, tokens):
-        normalized = text.translate(t._plain_table)
-        irregular = bool(text.translate(t._irregular_table))
-        char_mapping = None
-        if irregular:
-            char_mapping = [i for i, ch in enumerate(text) for _ in t._normalize_char(ch)]
+        normalized, char_mapping = t._normalize_with_mapping(text)
+        if any(len(t._normalize_char(ch)) != 1 for ch in text):
+            assert char_mapping == [i for i, ch in enumerate(text) for _ in t._normalize_char(ch)]
+        else:
+            assert char_mapping is None
         return (
             t._rematch_aligned(normalized, char_mapping, tokens),
             t._rematch_search(normalized, char_mapping, tokens),

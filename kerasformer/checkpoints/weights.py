@@ -20,7 +20,9 @@ logger = logging.getLogger("kerasformer")
 # slots, and buffers Hugging Face saves (position_ids) or ties to another tensor.
 NON_WEIGHT_PATTERNS = [
     r"(^|/)global_step$", r"/adam_[mv]$", r"_power$", r"(^|/)Adam(_\d+)?$",
-    r"\.position_ids$", r"(^|\.)decoder\.weight$", r"cls\.predictions\.decoder\.bias$",
+    r"\.position_ids$", r"(^|\.)decoder\.weight$", r"predictions\.decoder\.bias$",
+    r"generator_lm_head\.weight$",
+    r"_slot_v[rc]?$", r"(^|\.)(encoder|decoder)\.embed_tokens\.weight$",
 ]
 
 

@@ -2,6 +2,7 @@
 import keras
 from keras import ops
 
+from kerasformer import backend
 from kerasformer.errors import KerasformerError
 from kerasformer.layers.positions import apply_rotary
 
@@ -87,15 +88,29 @@ class MultiHeadAttention(keras.layers.Layer):
         x = ops.reshape(x, (batch, length, self.heads, size))
         return ops.transpose(x, (0, 2, 1, 3))  # [batch, heads, length, size]
 
+    def project_kv(self, k, v):
+        """Keys and values split into heads, ``[batch, heads, length, size]``: what a
+        static cache holds (T5's cross-attention over the encoder output)."""
+        return (self._split_heads(self.k_dense(k), self.key_size),
+                self._split_heads(self.v_dense(v), self.head_size))
+
     def call(self, inputs, attention_mask=None, attention_bias=None, position_bias=None,
-             training=None):
+             cache=None, cache_index=None, training=None):
+        """With ``cache=(keys, values)`` (each ``[batch, heads, max_len, size]``) the layer
+        decodes incrementally: the new keys/values are written at ``cache_index`` and the
+        queries attend over the whole cache (the mask hides unwritten slots); it then
+        returns ``(output, cache)``. ``cache_index=None`` marks a static cache, used as is.
+        """
         if isinstance(inputs, (list, tuple)):
             q, k, v = inputs
         else:
             q = k = v = inputs
         qw = self._split_heads(self.q_dense(q), self.key_size)
-        kw = self._split_heads(self.k_dense(k), self.key_size)
-        vw = self._split_heads(self.v_dense(v), self.head_size)
+        static_cache = cache is not None and cache_index is None
+        if static_cache:
+            kw, vw = cache
+        else:
+            kw, vw = self.project_kv(k, v)
         relative = None
         if position_bias is not None and self.position_bias_type == "rotary":
             if len(position_bias.shape) == 3:  # [batch or 1, length, depth] -> broadcast over heads
@@ -109,6 +124,11 @@ class MultiHeadAttention(keras.layers.Layer):
         elif position_bias is not None:
             raise KerasformerError(f"layer '{self.name}' got a position_bias but has no "
                                    "position_bias_type to say how to use it")
+        if cache is not None and not static_cache:
+            # in place on torch, dynamic_update_slice on JAX: never a copy of the whole cache
+            kw = backend.update_cache(cache[0], kw, cache_index)
+            vw = backend.update_cache(cache[1], vw, cache_index)
+            cache = (kw, vw)
         scores = ops.matmul(qw, ops.transpose(kw, (0, 1, 3, 2)))
         if relative is not None:
             scores = scores + ops.einsum("bhqd,qkd->bhqk", qw, relative)
@@ -128,7 +148,8 @@ class MultiHeadAttention(keras.layers.Layer):
         out = ops.transpose(out, (0, 2, 1, 3))
         batch, length = ops.shape(out)[0], ops.shape(out)[1]
         out = ops.reshape(out, (batch, length, self.heads * self.head_size))
-        return self.o_dense(out)
+        out = self.o_dense(out)
+        return out if cache is None else (out, cache)
 
     def compute_output_shape(self, input_shape):
         q_shape = input_shape[0] if isinstance(input_shape[0], (list, tuple)) else input_shape

@@ -41,8 +41,9 @@ def get_family(key):
 # What a checkpoint's names betray about its family, to turn a wall of "missing
 # variable" lines into one useful sentence when the wrong model= is passed.
 FAMILY_SIGNATURES = [
-    ("albert", ("albert.", "bert/encoder/transformer/group_0", "embedding_hidden_mapping_in")),
-    ("electra", ("electra/", "electra.", "discriminator_predictions")),
+    ("albert", ("albert.", "albert_layer_groups", "bert/encoder/transformer/group_")),
+    ("electra", ("electra/", "electra.", "discriminator_predictions", "generator_predictions",
+                 "generator_lm_head")),
     ("roberta", ("roberta.",)),
     ("gpt2_ml", ("newslm/",)),
     ("gpt2", ("transformer.h.", "model/h0/", "wte.weight")),

@@ -87,6 +87,8 @@ class Transformer:
         self.inputs = self.get_inputs()
         self.outputs = self.call(self.inputs)
         self.model = keras.Model(self.inputs, self.outputs, name=self.name)
+        # a back-reference, so that generate(model, ...) finds the family's cached forward
+        self.model._kerasformer_transformer = self
         self.built = True
         return self.model
 
@@ -111,7 +113,24 @@ class Transformer:
             self.layers[name] = layer(**kwargs)
         if inputs is None:
             return self.layers[name]
+        if self._decoding is not None:
+            return self._decoding.call_layer(self.layers[name], inputs, dict(arguments or {}))
         return self.layers[name](inputs, **(arguments or {}))
+
+    _decoding = None  # a generation.engine.DecodingPass while a cached forward pass runs
+
+    def cached_call(self, inputs, decoding):
+        """Run the network eagerly on real tensors through the layers already built, with
+        ``decoding`` (see ``kerasformer.generation.engine``) supplying the attention mask,
+        the position ids and the key/value caches. The graph-building code above doubles
+        as the incremental forward pass, so a family gets cached decoding for free as long
+        as every layer goes through ``apply``."""
+        saved_mask = self.attention_mask
+        self.attention_mask, self._decoding = decoding.attention_mask, decoding
+        try:
+            return self.call(inputs)
+        finally:
+            self.attention_mask, self._decoding = saved_mask, None
 
     def get_inputs(self):
         raise NotImplementedError
@@ -256,3 +275,8 @@ def load_config(config_path):
         if old in config and new not in config:
             config[new] = config[old]
     return config
+
+
+def built_transformer(model):
+    """The :class:`Transformer` that built ``model``, or None."""
+    return getattr(model, "_kerasformer_transformer", None)

@@ -330,6 +330,40 @@ class _CharTable(dict):
         return value
 
 
+class _NormalTable(_CharTable):
+    """`_CharTable` of normal forms that also remembers the irregular characters.
+
+    A character is irregular when its normal form is not exactly one character
+    (it is dropped, or expands, e.g. a Hangul syllable into jamo). `rematch`
+    needs a per-character map only for texts that contain one; a compiled
+    character class answers that far faster than another pass over the text.
+    """
+
+    __slots__ = ("irregular", "_search")
+
+    def __init__(self, fn):
+        super().__init__(fn)
+        self.irregular = set()
+        self._search = None
+
+    def __missing__(self, cp):
+        value = super().__missing__(cp)
+        if len(value) != 1:
+            self.irregular.add(chr(cp))
+            self._search = None  # rebuilt on next use
+        return value
+
+    def has_irregular(self, text):
+        """True if `text` (already translated once, so all its characters are known) has one."""
+        if not self.irregular:
+            return False
+        if self._search is None:
+            self._search = re.compile(
+                "[%s]" % "".join(re.escape(c) for c in sorted(self.irregular))
+            ).search
+        return self._search(text) is not None
+
+
 class _PieceCache(dict):
     """word -> tuple of WordPiece tokens, filled on demand and bounded in size."""
 
@@ -390,8 +424,7 @@ class Tokenizer(TokenizerBase):
         # inner WordPiece loop to O(len(word) * max_piece_len) instead of O(len(word)^2).
         self._max_piece_len = max((len(self.stem(t)) for t in self._token_dict), default=0)
         self._spaced_table = _CharTable(self._spaced_char)
-        self._plain_table = _CharTable(self._normalize_char)
-        self._irregular_table = _CharTable(self._irregular_char)
+        self._plain_table = _NormalTable(self._normalize_char)
         self._piece_cache = _PieceCache(self._word_piece_tokenize)
         # word -> ids, used by encode when no pre_tokenize / translation is involved
         self._ids_cache = _PieceCache(self._word_ids)
@@ -412,7 +445,7 @@ class Tokenizer(TokenizerBase):
     # Caches hold bound methods; rebuild them instead of pickling them.
     def __getstate__(self):
         state = self.__dict__.copy()
-        for key in ("_spaced_table", "_plain_table", "_irregular_table", "_piece_cache", "_ids_cache"):
+        for key in ("_spaced_table", "_plain_table", "_piece_cache", "_ids_cache"):
             state.pop(key, None)
         return state
 
@@ -449,10 +482,6 @@ class Tokenizer(TokenizerBase):
         if self._is_cjk_character(ch):
             return " %s " % normal
         return "".join(" %s " % c if self._is_punctuation(c) else c for c in normal)
-
-    def _irregular_char(self, ch):
-        """None (deleted by translate) when `ch` normalises to exactly one character."""
-        return None if len(self._normalize_char(ch)) == 1 else ch
 
     # -- tokenization -------------------------------------------------------------
 
@@ -607,20 +636,24 @@ class Tokenizer(TokenizerBase):
             mapping = tokenizer.rematch(text, tokens)
             start_mapping = {j[0]: i for i, j in enumerate(mapping) if j}
         """
-        normalized = text.translate(self._plain_table)
-        if text.translate(self._irregular_table):
-            # some character was dropped or expanded: build the char -> original index map
-            plain = self._plain_table
-            char_mapping = []
-            for i, ch in enumerate(text):
-                char_mapping.extend([i] * len(plain[ord(ch)]))
-        else:
-            char_mapping = None  # identity: normalized[i] comes from text[i]
-
+        normalized, char_mapping = self._normalize_with_mapping(text)
         mapping = self._rematch_aligned(normalized, char_mapping, tokens)
         if mapping is None:
             mapping = self._rematch_search(normalized, char_mapping, tokens)
         return mapping
+
+    def _normalize_with_mapping(self, text):
+        """`(normalized_text, char_mapping)`: char_mapping[j] is the index in
+        `text` of the character that gave normalized_text[j], or None when that
+        is simply j (no character of `text` is dropped or expanded)."""
+        plain = self._plain_table
+        normalized = text.translate(plain)
+        if not plain.has_irregular(text):
+            return normalized, None
+        char_mapping = []
+        for i, ch in enumerate(text):
+            char_mapping.extend([i] * len(plain[ord(ch)]))
+        return normalized, char_mapping
 
     @staticmethod
     def _rematch_aligned(normalized, char_mapping, tokens):
@@ -649,7 +682,8 @@ class Tokenizer(TokenizerBase):
         compact = normalized.replace(" ", "")
         if not compact.startswith(joined):
             return None
-        ends = list(accumulate(map(len, stems)))
+        lengths = list(map(len, stems))
+        ends = list(accumulate(lengths))
         # a token must not straddle a space: every word end inside the covered
         # prefix has to be a token end
         crossing = set(accumulate(map(len, normalized.split()))).difference(ends)
@@ -663,9 +697,13 @@ class Tokenizer(TokenizerBase):
             positions = list(range(len(joined)))
         else:
             positions = list(compress(range(len(normalized)), non_space))
-        starts = [0]
-        starts += ends[:-1]
-        middle = list(map(positions.__getitem__, map(slice, starts, ends)))
+        if not lengths or (min(lengths) == 1 and len(joined) == len(lengths)):
+            # every token is one character (typical for Chinese): no slicing needed
+            middle = list(map(list, zip(positions[: len(ends)])))
+        else:
+            starts = [0]
+            starts += ends[:-1]
+            middle = [positions[a:b] for a, b in zip(starts, ends)]
         return [[] for _ in range(lo)] + middle + [[] for _ in range(len(tokens) - hi)]
 
     @staticmethod

@@ -1,0 +1,520 @@
+"""T5 (t5.1.0) and T5 v1.1 / mT5 (t5.1.1): Google's encoder-decoder Transformer.
+
+Reads top to bottom: the small layers T5 needs (relative position buckets, masks),
+then the encoder (token ids -> encodings), the decoder (encodings + decoder token ids
+-> next-token probabilities), the model joining both, and finally the weight names.
+
+What differs from BERT, and why:
+
+* pre-LN blocks with an RMS norm that only scales (``LayerNorm(rms=True, center=False)``),
+  no biases anywhere, and attention scores that are *not* divided by sqrt(d_kv): the
+  scale was folded into the initialisation when T5 was trained;
+* no absolute positions: each attention adds a learned bias per (relative-position
+  bucket, head). The table lives in the first block of each stack and is shared by all
+  blocks, so it is one layer here ('Encoder-Embedding-Relative-Position',
+  'Decoder-Embedding-Relative-Position'), applied once per stack. The encoder's buckets
+  are bidirectional, the decoder's look only backwards; cross-attention has no bias;
+* t5.1.0: ReLU feed-forward, output tied to the token embedding and scaled by
+  d_model**-0.5; t5.1.1 / mT5: gated-GELU feed-forward (gelu_tanh(x W0) * (x W1)) and an
+  untied, unscaled output layer 'Decoder-Output-LM'.
+
+Outputs follow bert4keras' ``T5``: ``transformer.encoder`` maps ``[token_ids]`` to the
+encodings (zero at padding), ``transformer.decoder`` maps ``[encodings, decoder_token_ids]``
+to probabilities, and ``transformer.model`` joins both (``[encoder_token_ids,
+decoder_token_ids]`` -> probabilities) for training. The decoder finds the encoder's
+padding from the all-zero encodings, so it needs no extra mask input.
+
+Two deliberate differences from bert4keras, both to match the released models (and
+Hugging Face's T5, the reference in the tests): cross-attention gets no relative position
+bias, and the t5.1.1 logits are not scaled by d_model**-0.5. The decoder's own tokens are
+not padding-masked either: T5's decoder start token is id 0, the pad id, and causality
+already keeps later padding from reaching earlier positions.
+"""
+import math
+import os
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerasformer import masks
+from kerasformer.errors import FamilyMismatchError, KerasformerError
+from kerasformer.layers import Embedding, FeedForward, LayerNorm, MultiHeadAttention
+from kerasformer.models.transformer import Transformer, WeightSource
+
+
+# ----------------------------------------------------------------------------- layers
+def relative_position_buckets(bidirectional, num_buckets, max_distance):
+    """Bucket of every relative position ``key - query`` in ``[-max_distance, max_distance]``.
+
+    Mesh TensorFlow's (and Hugging Face's) rule: half the buckets (per direction, when
+    bidirectional) hold exact small distances, the rest grow logarithmically up to
+    ``max_distance``; every longer distance shares the last bucket, so clipping the
+    relative position to +-max_distance loses nothing. The table is computed once, in
+    numpy float32 with the reference's exact operation order, so the truncation of the
+    logarithm lands on the same side as in the reference instead of depending on each
+    backend's log.
+    """
+    relative = np.arange(-max_distance, max_distance + 1, dtype=np.int64)
+    buckets = np.zeros_like(relative)
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (relative > 0).astype(np.int64) * num_buckets
+        distance = np.abs(relative)
+    else:
+        distance = -np.minimum(relative, 0)  # future positions all fall in bucket 0
+    max_exact = num_buckets // 2
+    safe = np.maximum(distance, max(max_exact, 1)).astype(np.float32)  # no log(0) below
+    large = max_exact + (np.log(safe / np.float32(max_exact or 1))
+                         / np.float32(math.log(max_distance / max(max_exact, 1)))
+                         * np.float32(num_buckets - max_exact)).astype(np.int64)
+    large = np.minimum(large, num_buckets - 1)
+    return buckets + np.where(distance < max_exact, distance, large)
+
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class RelativePositionEmbeddingT5(keras.layers.Layer):
+    """T5's relative position bias: called on ``[queries, keys]`` (only their lengths
+    matter), returns ``[1, heads, q_len, k_len]`` to add to the attention scores.
+
+    Weight ``embeddings``: ``[num_buckets, heads]`` (Hugging Face's layout; Mesh TF
+    stores it transposed).
+    """
+
+    def __init__(self, input_dim, output_dim, bidirectional=True, max_distance=128,
+                 embeddings_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.input_dim = input_dim  # number of buckets
+        self.output_dim = output_dim  # number of heads
+        self.bidirectional = bidirectional
+        self.max_distance = max_distance
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.buckets = relative_position_buckets(bidirectional, input_dim, max_distance).astype("int32")
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(name="embeddings", shape=(self.input_dim, self.output_dim),
+                                          initializer=self.embeddings_initializer)
+
+    def call(self, inputs):
+        queries, keys = inputs
+        q_len, k_len = ops.shape(queries)[1], ops.shape(keys)[1]
+        relative = ops.arange(k_len, dtype="int32")[None, :] - ops.arange(q_len, dtype="int32")[:, None]
+        relative = ops.clip(relative, -self.max_distance, self.max_distance) + self.max_distance
+        buckets = ops.take(ops.convert_to_tensor(self.buckets), relative, axis=0)  # [q, k]
+        bias = ops.take(self.embeddings, buckets, axis=0)  # [q, k, heads]
+        bias = ops.cast(bias, self.compute_dtype)
+        return ops.expand_dims(ops.transpose(bias, (2, 0, 1)), 0)
+
+    def compute_output_shape(self, input_shape):
+        q_shape, k_shape = input_shape
+        return (1, self.output_dim, q_shape[1], k_shape[1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(input_dim=self.input_dim, output_dim=self.output_dim,
+                      bidirectional=self.bidirectional, max_distance=self.max_distance,
+                      embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer))
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class PaddingMask(keras.layers.Layer):
+    """``[batch, 1, 1, length]``: True at real tokens of ``token_ids`` (ids != pad_id)."""
+
+    def __init__(self, pad_id=0, **kwargs):
+        super().__init__(**kwargs)
+        self.pad_id = pad_id
+
+    def call(self, token_ids):
+        return masks.padding_mask(token_ids, self.pad_id)
+
+    def compute_output_spec(self, token_ids):
+        return keras.KerasTensor((token_ids.shape[0], 1, 1, token_ids.shape[1]), dtype="bool")
+
+    def get_config(self):
+        return {**super().get_config(), "pad_id": self.pad_id}
+
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class CausalMask(keras.layers.Layer):
+    """``[1, 1, length, length]``: position i sees positions <= i."""
+
+    def call(self, token_ids):
+        return masks.causal_mask(ops.shape(token_ids)[1])
+
+    def compute_output_spec(self, token_ids):
+        return keras.KerasTensor((1, 1, token_ids.shape[1], token_ids.shape[1]), dtype="bool")
+
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class ContextMask(keras.layers.Layer):
+    """``[batch, 1, 1, length]``: True where an encoding is not all zeros (the encoder
+    zeroes its padding), i.e. the encoder positions the decoder may attend to."""
+
+    def call(self, context):
+        real = ops.any(ops.not_equal(context, 0), axis=-1)
+        return ops.expand_dims(ops.expand_dims(real, 1), 1)
+
+    def compute_output_spec(self, context):
+        return keras.KerasTensor((context.shape[0], 1, 1, context.shape[1]), dtype="bool")
+
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class ZeroPadding(keras.layers.Layer):
+    """Called on ``[x, token_ids]``: x with the vectors of padding tokens set to zero."""
+
+    def __init__(self, pad_id=0, **kwargs):
+        super().__init__(**kwargs)
+        self.pad_id = pad_id
+
+    def call(self, inputs):
+        x, token_ids = inputs
+        real = ops.cast(ops.not_equal(token_ids, self.pad_id), x.dtype)
+        return x * ops.expand_dims(real, -1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "pad_id": self.pad_id}
+
+
+# ----------------------------------------------------------------------------- the model
+def _first(*values):
+    return next((v for v in values if v is not None), None)
+
+
+class T5(Transformer):
+    """T5 v1.0 (``model='t5'`` / ``'t5.1.0'``): ReLU feed-forward, tied output layer.
+
+    Configs: a Hugging Face ``config.json`` (``d_model``, ``d_kv``, ``d_ff``,
+    ``num_layers``, ``num_decoder_layers``, ``num_heads``, ``feed_forward_proj``,
+    ``relative_attention_num_buckets``, ``relative_attention_max_distance``,
+    ``layer_norm_epsilon``) or bert4keras' T5 configs (``hidden_size``,
+    ``num_hidden_layers``, ``num_attention_heads``, ``attention_head_size``,
+    ``intermediate_size``, ``hidden_act``). In a T5 config ``"gelu"`` means Mesh
+    TensorFlow's gelu, the tanh approximation (``gelu_new`` in Hugging Face); pass
+    ``hidden_act="gelu_erf"`` for the exact one.
+
+    Options: ``with_lm=True`` (probabilities), ``'linear'`` (logits) or ``False``
+    (the decoder's final hidden states).
+    """
+
+    model_key = "t5"
+    version = "t5.1.0"
+    gated = False  # the feed-forward this version has (checked against the config)
+
+    def __init__(self, vocab_size=None, hidden_size=None, num_hidden_layers=None,
+                 num_attention_heads=None, intermediate_size=None, hidden_act=None,
+                 attention_head_size=None, layer_norm_eps=None, application="encoder",
+                 d_model=None, d_kv=None, d_ff=None, num_layers=None, num_decoder_layers=None,
+                 num_heads=None, feed_forward_proj=None, layer_norm_epsilon=None,
+                 relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                 tie_word_embeddings=None, with_lm=True, **kwargs):
+        if application != "encoder":
+            raise KerasformerError(
+                f"T5 is an encoder-decoder model: application={application!r} is not supported "
+                "(the decoder is already causal; use transformer.encoder / .decoder / .model)")
+        hidden_size = _first(hidden_size, d_model)
+        settings = dict(vocab_size=vocab_size, hidden_size=hidden_size,
+                        num_hidden_layers=_first(num_hidden_layers, num_layers),
+                        num_attention_heads=_first(num_attention_heads, num_heads),
+                        intermediate_size=_first(intermediate_size, d_ff))
+        missing = [k for k, v in settings.items() if v is None]
+        if missing:
+            raise KerasformerError(f"missing T5 settings {', '.join(missing)}: pass a config "
+                                   "(Hugging Face config.json or bert4keras T5 config) or keywords")
+        if hidden_act is None:
+            # HF: 'relu', 'gated-gelu', 'gated-silu', ...; none given: this version's own
+            proj = feed_forward_proj or ("gated-gelu" if self.gated else "relu")
+            act = proj[len("gated-"):] if proj.startswith("gated-") else proj
+            hidden_act = [act, "linear"] if proj.startswith("gated-") else act
+        acts = list(hidden_act) if isinstance(hidden_act, (list, tuple)) else [hidden_act]
+        # Mesh TF's (and so T5's) gelu is the tanh approximation; HF calls it gelu_new
+        acts = ["gelu_tanh" if a == "gelu" else a for a in acts]
+        if (len(acts) > 1) != self.gated:
+            other = "t5.1.0" if self.gated else "t5.1.1"
+            kind = ("a gated feed-forward (T5 v1.1 / mT5)" if len(acts) > 1
+                    else "a plain feed-forward (T5 v1.0)")
+            raise KerasformerError(
+                f"the config describes {kind} (activation {hidden_act!r}, feed_forward_proj="
+                f"{feed_forward_proj!r}), but model={self.version!r} was asked for; pass model={other!r}")
+        super().__init__(hidden_act=acts if len(acts) > 1 else acts[0],
+                         attention_head_size=_first(attention_head_size, d_kv),
+                         layer_norm_eps=_first(layer_norm_eps, layer_norm_epsilon, 1e-6),
+                         application=application, **settings, **kwargs)
+        self.num_decoder_layers = _first(num_decoder_layers, self.num_hidden_layers)
+        self.relative_attention_num_buckets = relative_attention_num_buckets or 32
+        self.relative_attention_max_distance = relative_attention_max_distance or 128
+        # Hugging Face 5 writes tie_word_embeddings=true even for v1.1 models, so the
+        # version (the model key), not this flag, decides the output layer
+        self.tie_word_embeddings = tie_word_embeddings
+        self.with_lm = with_lm
+
+    @staticmethod
+    def normalize_config(config):
+        """A Hugging Face T5 / mT5 ``config.json`` in this class's argument names (a
+        bert4keras-style config passes through unchanged)."""
+        config = dict(config)
+        aliases = [("d_model", "hidden_size"), ("num_layers", "num_hidden_layers"),
+                   ("num_heads", "num_attention_heads"), ("d_ff", "intermediate_size"),
+                   ("d_kv", "attention_head_size"), ("layer_norm_epsilon", "layer_norm_eps")]
+        for theirs, ours in aliases:
+            if config.get(theirs) is not None and config.get(ours) is None:
+                config[ours] = config[theirs]
+        return config
+
+    # --------------------------------------------------------------- building
+    def build(self, **kwargs):
+        """Build ``self.encoder``, ``self.decoder`` and the joined ``self.model``.
+
+        The three Keras models share their layers (and so their weights): the encoder
+        and decoder graphs are built once each, and the decoder layers are applied a
+        second time to the encoder's output for the joined model.
+        """
+        if self.built:
+            return self.model
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+        prefix = f"{self.name}_" if self.name else ""
+
+        encoder_ids = keras.Input(shape=(self.sequence_length,), dtype="int32",
+                                  name=self.prefixed("Encoder-Input-Token"))
+        encodings = self.call_encoder(encoder_ids)
+        self.encoder = keras.Model(encoder_ids, encodings, name=f"{prefix}Encoder")
+
+        context = keras.Input(shape=(self.sequence_length, self.hidden_size),
+                              name=self.prefixed("Input-Context"))
+        decoder_ids = keras.Input(shape=(self.sequence_length,), dtype="int32",
+                                  name=self.prefixed("Decoder-Input-Token"))
+        self.decoder = keras.Model([context, decoder_ids], self.call_decoder(context, decoder_ids),
+                                   name=f"{prefix}Decoder")
+
+        self.inputs = [encoder_ids, decoder_ids]
+        self.outputs = self.call_decoder(encodings, decoder_ids)
+        self.model = keras.Model(self.inputs, self.outputs, name=self.name or "T5")
+        self.built = True
+        return self.model
+
+    def call(self, inputs):
+        encoder_ids, decoder_ids = inputs
+        return self.call_decoder(self.call_encoder(encoder_ids), decoder_ids)
+
+    def apply_token_embedding(self, token_ids, stack):
+        x = self.apply(token_ids, Embedding, input_dim=self.vocab_size,
+                       output_dim=self.embedding_size,
+                       embeddings_initializer=self.initializer, name="Embedding-Token")
+        x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name=f"{stack}-Embedding-Dropout")
+        if self.embedding_size != self.hidden_size:
+            x = self.apply(x, keras.layers.Dense, units=self.hidden_size, use_bias=False,
+                           kernel_initializer=self.initializer, name=f"{stack}-Embedding-Mapping")
+        return x
+
+    def apply_norm(self, x, name):
+        return self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, center=False, rms=True, name=name)
+
+    def apply_attention(self, x, name, kv=None, mask=None, bias=None):
+        """Pre-LN residual attention: x + Attn(RMSNorm(x)) (kv: the encodings, for cross-attention)."""
+        h = self.apply_norm(x, f"{name}-Norm")
+        arguments = {"attention_mask": mask}
+        if bias is not None:
+            arguments["attention_bias"] = bias
+        h = self.apply(h if kv is None else [h, kv, kv], MultiHeadAttention, arguments=arguments,
+                       heads=self.num_attention_heads, head_size=self.attention_head_size,
+                       key_size=self.attention_key_size, out_dim=self.hidden_size, use_bias=False,
+                       attention_scale=False, attention_dropout=self.attention_dropout_rate,
+                       kernel_initializer=self.initializer, name=name)
+        h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{name}-Dropout")
+        return self.apply([x, h], keras.layers.Add, name=f"{name}-Add")
+
+    def apply_feed_forward(self, x, name):
+        h = self.apply_norm(x, f"{name}-Norm")
+        h = self.apply(h, FeedForward, units=self.intermediate_size, activation=self.hidden_act,
+                       use_bias=False, kernel_initializer=self.initializer, name=name)
+        h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{name}-Dropout")
+        return self.apply([x, h], keras.layers.Add, name=f"{name}-Add")
+
+    def call_encoder(self, token_ids):
+        """Token ids -> encodings ``[batch, length, hidden]``, zero at padding."""
+        mask = self.apply(token_ids, PaddingMask, pad_id=self.pad_token_id, name="Encoder-Attention-Mask")
+        x = self.apply_token_embedding(token_ids, "Encoder")
+        bias = self.apply([x, x], RelativePositionEmbeddingT5,
+                          input_dim=self.relative_attention_num_buckets,
+                          output_dim=self.num_attention_heads, bidirectional=True,
+                          max_distance=self.relative_attention_max_distance,
+                          embeddings_initializer=self.initializer,
+                          name="Encoder-Embedding-Relative-Position")
+        for index in range(self.num_hidden_layers):
+            name = f"Encoder-Transformer-{index}"
+            x = self.apply_attention(x, f"{name}-MultiHeadSelfAttention", mask=mask, bias=bias)
+            x = self.apply_feed_forward(x, f"{name}-FeedForward")
+        x = self.apply_norm(x, "Encoder-Output-Norm")
+        x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Encoder-Output-Dropout")
+        return self.apply([x, token_ids], ZeroPadding, pad_id=self.pad_token_id,
+                          name="Encoder-Output-Masked")
+
+    def call_decoder(self, context, token_ids):
+        """Encodings and decoder token ids -> next-token probabilities (see ``with_lm``)."""
+        context_mask = self.apply(context, ContextMask, name="Decoder-Context-Mask")
+        causal = self.apply(token_ids, CausalMask, name="Decoder-Attention-Mask")
+        x = self.apply_token_embedding(token_ids, "Decoder")
+        bias = self.apply([x, x], RelativePositionEmbeddingT5,
+                          input_dim=self.relative_attention_num_buckets,
+                          output_dim=self.num_attention_heads, bidirectional=False,
+                          max_distance=self.relative_attention_max_distance,
+                          embeddings_initializer=self.initializer,
+                          name="Decoder-Embedding-Relative-Position")
+        for index in range(self.num_decoder_layers):
+            name = f"Decoder-Transformer-{index}"
+            x = self.apply_attention(x, f"{name}-MultiHeadSelfAttention", mask=causal, bias=bias)
+            x = self.apply_attention(x, f"{name}-MultiHeadCrossAttention", kv=context, mask=context_mask)
+            x = self.apply_feed_forward(x, f"{name}-FeedForward")
+        x = self.apply_norm(x, "Decoder-Output-Norm")
+        x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Decoder-Output-Dropout")
+        if not self.with_lm:
+            return x
+        x = self.apply_lm_head(x)
+        activation = "softmax" if self.with_lm is True else self.with_lm
+        return self.apply(x, keras.layers.Activation, activation=activation,
+                          name="Decoder-Output-LM-Activation")
+
+    def apply_lm_head(self, x):
+        """t5.1.0: the transposed token embedding, after scaling by d_model**-0.5 (the
+        scale keeps logits of a tied embedding in range)."""
+        x = self.apply(x, keras.layers.Rescaling, scale=self.hidden_size ** -0.5,
+                       name="Decoder-Output-Scale")
+        if self.embedding_size != self.hidden_size:
+            x = self.apply(x, keras.layers.Dense, units=self.embedding_size, use_bias=False,
+                           kernel_initializer=self.initializer, name="Decoder-Output-Mapping")
+        return self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
+
+    # --------------------------------------------------------------- the weights
+    def weight_table(self):
+        """``[(variable path, google names, google transpose, hf names, hf transpose)]``.
+
+        Google names are Mesh TensorFlow's (the released T5 / mT5 checkpoints): q/k/v/o
+        and feed-forward kernels are stored ``[in, out]`` like Keras, the relative bias
+        ``[heads, buckets]``. Hugging Face stores every matrix ``[out, in]``. Norm names
+        differ by version ('layer_norm' in t5.1.0, 'rms_norm' in t5.1.1): both are
+        accepted, the version's own is written.
+        """
+        p, table = self.prefix, []
+        v11 = self.version != "t5.1.0"
+
+        def add(path, google, hf, google_transpose=False, hf_transpose=False):
+            google = (google,) if isinstance(google, str) else google
+            hf = (hf,) if isinstance(hf, str) else hf
+            table.append((p + path, google, google_transpose, hf, hf_transpose))
+
+        def norm(scope, final=False):
+            old = f"{scope}/final_layer_norm/scale" if final else f"{scope}/layer_norm/scale"
+            new = f"{scope}/rms_norm/scale"
+            return (new, old) if v11 else (old, new)
+
+        add("Embedding-Token/embeddings", "shared/embedding",
+            ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight"))
+        ffn = ["wi_0", "wi_1"] if isinstance(self.hidden_act, list) else ["wi"]
+        for stack, layers in (("encoder", self.num_hidden_layers), ("decoder", self.num_decoder_layers)):
+            Stack = stack.title()
+            add(f"{Stack}-Embedding-Relative-Position/embeddings",
+                f"{stack}/block_000/layer_000/SelfAttention/relative_attention_bias",
+                f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                google_transpose=True)
+            add(f"{Stack}-Output-Norm/gamma", norm(stack, final=True), f"{stack}.final_layer_norm.weight")
+            parts = [("MultiHeadSelfAttention", "SelfAttention")]
+            if stack == "decoder":
+                parts.append(("MultiHeadCrossAttention", "EncDecAttention"))
+            for i in range(layers):
+                ours = f"{Stack}-Transformer-{i}-"
+                for j, (name, theirs) in enumerate(parts + [("FeedForward", "DenseReluDense")]):
+                    g, h = f"{stack}/block_{i:03d}/layer_{j:03d}/", f"{stack}.block.{i}.layer.{j}."
+                    add(f"{ours}{name}-Norm/gamma", norm(g.rstrip("/")), f"{h}layer_norm.weight")
+                    if theirs == "DenseReluDense":
+                        for k, w in enumerate(ffn):
+                            add(f"{ours}{name}/i{k}_dense/kernel", f"{g}{theirs}/{w}/kernel",
+                                f"{h}{theirs}.{w}.weight", hf_transpose=True)
+                        add(f"{ours}{name}/o_dense/kernel", f"{g}{theirs}/wo/kernel",
+                            f"{h}{theirs}.wo.weight", hf_transpose=True)
+                    else:
+                        for w in "qkvo":
+                            add(f"{ours}{name}/{w}_dense/kernel", f"{g}{theirs}/{w}",
+                                f"{h}{theirs}.{w}.weight", hf_transpose=True)
+        return table
+
+    def variable_mapping(self):
+        """Model variable path -> Mesh TensorFlow checkpoint name."""
+        return {path: google[0] for path, google, _, _, _ in self.weight_table()}
+
+    def checkpoint_sources(self, naming):
+        sources = {}
+        for path, google, g_transpose, hf, h_transpose in self.weight_table():
+            if naming == "google":
+                sources[path] = WeightSource(google, g_transpose)
+            else:
+                sources[path] = WeightSource(hf, h_transpose)
+        return sources
+
+    def vocabulary_variables(self):
+        return [f"{self.prefix}Embedding-Token/embeddings"]
+
+    def output_vocabulary_variables(self):
+        """Variables whose *second* axis is the vocabulary (the untied output layer)."""
+        return []
+
+    def load_weights_from_checkpoint(self, checkpoint):
+        """As :meth:`Transformer.load_weights_from_checkpoint`; keep_tokens /
+        compound_tokens also slice the untied output layer, along its vocabulary axis."""
+        from kerasformer.checkpoints.weights import load_weights
+        from kerasformer.models.transformer import detect_naming
+
+        if isinstance(checkpoint, (str, os.PathLike)):
+            from kerasformer.checkpoints.resolve import open_checkpoint
+
+            checkpoint = open_checkpoint(os.fspath(checkpoint))
+        naming = detect_naming(checkpoint.keys())
+        transforms = {p: self._embedding_transform for p in self.vocabulary_variables()}
+        for path in self.output_vocabulary_variables():
+            transforms[path] = lambda value: self._embedding_transform(value.T).T
+        self.check_family(checkpoint.keys(), naming)
+        self.load_report = load_weights(self.model_variables(), self.checkpoint_sources(naming), checkpoint,
+                                        transforms, ignore_missing=self.ignore_invalid_weights)
+        return self.load_report
+
+    def check_family(self, names, naming):
+        """A T5 checkpoint of the other version fails with the model key to use."""
+        names = list(names)
+        gated = any("DenseReluDense/wi_0" in n or "DenseReluDense.wi_0" in n for n in names)
+        plain = any(n.endswith(("DenseReluDense/wi/kernel", "DenseReluDense.wi.weight")) for n in names)
+        if (gated and not self.gated) or (plain and self.gated):
+            have, use = (("T5 v1.1 / mT5 (gated feed-forward)", "t5.1.1") if gated
+                         else ("T5 v1.0 (ReLU feed-forward)", "t5.1.0"))
+            raise FamilyMismatchError(f"the checkpoint is a {have} checkpoint, but model={self.version!r} "
+                                      f"was asked for; pass model={use!r}")
+
+
+class T5_V1_1(T5):
+    """T5 v1.1 and mT5 (``model='t5.1.1'`` / ``'mt5.1.1'``): gated-GELU feed-forward
+    (``wi_0`` / ``wi_1``) and an untied output layer ``Decoder-Output-LM``, unscaled."""
+
+    version = "t5.1.1"
+    gated = True
+
+    def apply_lm_head(self, x):
+        if self.embedding_size != self.hidden_size:
+            x = self.apply(x, keras.layers.Dense, units=self.embedding_size, use_bias=False,
+                           kernel_initializer=self.initializer, name="Decoder-Output-Mapping")
+        return self.apply(x, keras.layers.Dense, units=self.vocab_size, use_bias=False,
+                          kernel_initializer=self.initializer, name="Decoder-Output-LM")
+
+    def weight_table(self):
+        # Hugging Face 5 ties lm_head to shared.weight and then saves only the latter,
+        # so a file without lm_head.weight means "the output layer is the embedding"
+        return super().weight_table() + [
+            (f"{self.prefix}Decoder-Output-LM/kernel", ("decoder/logits/kernel",), False,
+             ("lm_head.weight", "shared.weight"), True)]
+
+    def output_vocabulary_variables(self):
+        return [f"{self.prefix}Decoder-Output-LM/kernel"]
+
+
+__all__ = ["T5", "T5_V1_1", "RelativePositionEmbeddingT5", "relative_position_buckets"]
