@@ -104,19 +104,18 @@ class StepRandom:
     seeded generator advances one draw per step (the loop runs in Python there)."""
 
     def __init__(self, seed):
-        self.seed = 0 if seed is None else int(seed)
+        self.seed = 0 if seed is None else seed  # an int, or a tensor inside a compiled program
         if name() == "torch":
             import torch
 
-            self.generator = torch.Generator().manual_seed(self.seed)
+            self.generator = torch.Generator().manual_seed(int(self.seed))
 
     def uniform(self, shape, step):
         if name() == "torch":
             import torch
 
             return torch.rand(shape, generator=self.generator)
-        seed = keras.ops.stack([keras.ops.convert_to_tensor(self.seed, "uint32"),
-                                keras.ops.cast(step, "uint32")])
+        seed = keras.ops.stack([keras.ops.cast(self.seed, "uint32"), keras.ops.cast(step, "uint32")])
         return keras.random.uniform(shape, seed=seed)
 
 

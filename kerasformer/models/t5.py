@@ -95,10 +95,14 @@ class RelativePositionEmbeddingT5(keras.layers.Layer):
         self.embeddings = self.add_weight(name="embeddings", shape=(self.input_dim, self.output_dim),
                                           initializer=self.embeddings_initializer)
 
-    def call(self, inputs):
+    def call(self, inputs, query_offset=0, key_length=None):
+        """``query_offset``/``key_length``: cached decoding, where the queries are the
+        newest positions and the keys the whole cache."""
         queries, keys = inputs
-        q_len, k_len = ops.shape(queries)[1], ops.shape(keys)[1]
-        relative = ops.arange(k_len, dtype="int32")[None, :] - ops.arange(q_len, dtype="int32")[:, None]
+        q_len = ops.shape(queries)[1]
+        k_len = ops.shape(keys)[1] if key_length is None else key_length
+        q_pos = ops.arange(q_len, dtype="int32") + ops.cast(query_offset, "int32")
+        relative = ops.arange(k_len, dtype="int32")[None, :] - q_pos[:, None]
         relative = ops.clip(relative, -self.max_distance, self.max_distance) + self.max_distance
         buckets = ops.take(ops.convert_to_tensor(self.buckets), relative, axis=0)  # [q, k]
         bias = ops.take(self.embeddings, buckets, axis=0)  # [q, k, heads]
@@ -108,6 +112,9 @@ class RelativePositionEmbeddingT5(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         q_shape, k_shape = input_shape
         return (1, self.output_dim, q_shape[1], k_shape[1])
+
+    def decoding_call(self, inputs, decoding, **arguments):
+        return self(inputs, query_offset=decoding.cache_index, key_length=decoding.key_length)
 
     def get_config(self):
         config = super().get_config()
@@ -144,6 +151,9 @@ class CausalMask(keras.layers.Layer):
 
     def compute_output_spec(self, token_ids):
         return keras.KerasTensor((1, 1, token_ids.shape[1], token_ids.shape[1]), dtype="bool")
+
+    def decoding_call(self, inputs, decoding, **arguments):
+        return decoding.attention_mask  # causal over the cache, built by the engine
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
@@ -293,6 +303,8 @@ class T5(Transformer):
         self.inputs = [encoder_ids, decoder_ids]
         self.outputs = self.call_decoder(encodings, decoder_ids)
         self.model = keras.Model(self.inputs, self.outputs, name=self.name or "T5")
+        for model in (self.encoder, self.decoder, self.model):  # generate() finds its way back
+            model._kerasformer_transformer = self
         self.built = True
         return self.model
 

@@ -119,7 +119,7 @@ class Transformer:
 
     _decoding = None  # a generation.engine.DecodingPass while a cached forward pass runs
 
-    def cached_call(self, inputs, decoding):
+    def cached_call(self, inputs, decoding, call=None):
         """Run the network eagerly on real tensors through the layers already built, with
         ``decoding`` (see ``kerasformer.generation.engine``) supplying the attention mask,
         the position ids and the key/value caches. The graph-building code above doubles
@@ -128,7 +128,7 @@ class Transformer:
         saved_mask = self.attention_mask
         self.attention_mask, self._decoding = decoding.attention_mask, decoding
         try:
-            return self.call(inputs)
+            return (call or self.call)(inputs)
         finally:
             self.attention_mask, self._decoding = saved_mask, None
 

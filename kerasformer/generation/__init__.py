@@ -1,0 +1,4 @@
+"""Decoding: the cached engine (``generate``) and bert4keras' ``AutoRegressiveDecoder``."""
+from kerasformer.generation.engine import generate
+
+__all__ = ["generate"]

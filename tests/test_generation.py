@@ -1,0 +1,185 @@
+"""The cached generation engine: equal to Hugging Face's generate, to uncached
+recomputation, batched to unbatched; beam search exact; sampling honest."""
+import itertools
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from kerasformer import build_transformer_model, generate
+from kerasformer.backend import predict
+from kerasformer.errors import KerasformerError
+
+from conftest import perturb_
+
+PROMPTS = [[5, 17, 23, 9, 40], [7, 3], [11, 12, 13, 14, 15, 16, 17, 18, 19]]
+TINY = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=48, max_position=64)
+
+
+@pytest.fixture(scope="module")
+def hf_gpt2(tmp_path_factory):
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=60, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                     resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
+    hf = perturb_(transformers.GPT2LMHeadModel(config), scale=0.5).eval()
+    directory = str(tmp_path_factory.mktemp("gpt2_gen"))
+    hf.save_pretrained(directory)
+    model = build_transformer_model(os.path.join(directory, "config.json"), directory, model="gpt2")
+    return hf, model
+
+
+def hf_greedy(hf, prompt, n, **kwargs):
+    with torch.no_grad():
+        out = hf.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False,
+                          attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                          pad_token_id=0, **kwargs)
+    return out[0, len(prompt):].tolist()
+
+
+def test_gpt2_greedy_equals_hf_for_a_ragged_batch(hf_gpt2):
+    hf, model = hf_gpt2
+    ours = generate(model, PROMPTS, 12)  # one left-padded batch
+    for prompt, tokens in zip(PROMPTS, ours):
+        assert tokens == hf_greedy(hf, prompt, 12)
+
+
+def test_gpt2_greedy_stops_at_end_id_like_hf(hf_gpt2):
+    hf, model = hf_gpt2
+    reference = [hf_greedy(hf, p, 12) for p in PROMPTS]
+    end_id = reference[0][3]  # a token the first prompt produces: it must stop right there
+    ours = generate(model, PROMPTS, 12, end_id=end_id)
+    for prompt, tokens in zip(PROMPTS, ours):
+        expected = hf_greedy(hf, prompt, 12, eos_token_id=end_id)
+        assert tokens == expected
+    assert ours[0][-1] == end_id and len(ours[0]) <= 4
+
+
+def test_repetition_penalty_equals_hf(hf_gpt2):
+    hf, model = hf_gpt2
+    ours = generate(model, PROMPTS, 10, repetition_penalty=1.8)
+    for prompt, tokens in zip(PROMPTS, ours):
+        assert tokens == hf_greedy(hf, prompt, 10, repetition_penalty=1.8)
+
+
+@pytest.fixture(scope="module")
+def hf_t5(tmp_path_factory):
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.T5Config(vocab_size=40, d_model=16, d_kv=4, d_ff=24, num_layers=2,
+                                   num_decoder_layers=2, num_heads=4, relative_attention_num_buckets=8,
+                                   dropout_rate=0.0, feed_forward_proj="relu",
+                                   tie_word_embeddings=True, pad_token_id=0, eos_token_id=1,
+                                   decoder_start_token_id=0)
+    hf = perturb_(transformers.T5ForConditionalGeneration(config), scale=0.5).eval()
+    directory = str(tmp_path_factory.mktemp("t5_gen"))
+    hf.save_pretrained(directory)
+    t5 = build_transformer_model(os.path.join(directory, "config.json"), directory, model="t5",
+                                 return_keras_model=False)
+    return hf, t5
+
+
+def test_t5_greedy_equals_hf_for_a_ragged_batch(hf_t5):
+    hf, t5 = hf_t5
+    prompts = [[5, 17, 23, 9, 30], [7, 3], [11, 12, 13, 14, 15, 16, 17, 18, 19]]
+    ours = generate(t5, prompts, 10)
+    for prompt, tokens in zip(prompts, ours):
+        with torch.no_grad():
+            out = hf.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False,
+                              eos_token_id=None)
+        assert tokens == out[0, 1:].tolist()  # HF's output starts with the decoder start token
+
+
+def uncached_greedy(model, prompt, n, unilm=False):
+    """bert4keras' way: run the whole sequence through the model for every new token."""
+    ids, segments = list(prompt), [0] * len(prompt)
+    for _ in range(n):
+        x = np.array([ids], "int32")
+        probs = predict(model, [x, np.array([segments], "int32")])
+        ids.append(int(probs[0, -1].argmax()))
+        segments.append(1 if unilm else 0)
+    return ids[len(prompt):]
+
+
+@pytest.mark.parametrize("application", ["lm", "unilm"])
+def test_cached_equals_uncached_and_batched_equals_unbatched(application):
+    model = build_transformer_model(**TINY, application=application, with_mlm=True)
+    batched = generate(model, PROMPTS, 8)
+    for prompt, tokens in zip(PROMPTS, batched):
+        assert tokens == generate(model, [prompt], 8)[0]
+        assert tokens == uncached_greedy(model, prompt, 8, unilm=application == "unilm")
+
+
+def sequence_log_prob(model, prompt, tokens, unilm=True):
+    ids = list(prompt) + list(tokens)
+    segments = [0] * len(prompt) + [1 if unilm else 0] * len(tokens)
+    probs = predict(model, [np.array([ids], "int32"), np.array([segments], "int32")])[0]
+    return float(sum(np.log(probs[len(prompt) - 1 + i, t]) for i, t in enumerate(tokens)))
+
+
+@pytest.mark.parametrize("steps,beams", [(2, 6), (3, 36)])
+def test_beam_search_is_exhaustive_when_wide_enough(steps, beams):
+    """Vocabulary 6: beam >= V finds the best 2-token sequence, beam >= V^2 the best 3."""
+    model = build_transformer_model(**{**TINY, "vocab_size": 6}, application="unilm", with_mlm=True)
+    prompt = [2, 3, 4]
+    best = max(itertools.product(range(6), repeat=steps),
+               key=lambda seq: sequence_log_prob(model, prompt, seq))
+    found = generate(model, [prompt], steps, strategy="beam", num_beams=beams, return_all_beams=True)[0]
+    assert tuple(found[0][0]) == best
+    assert abs(found[0][1] - sequence_log_prob(model, prompt, best)) < 1e-3
+
+
+def test_beam_search_batched_equals_unbatched():
+    model = build_transformer_model(**TINY, application="unilm", with_mlm=True)
+    batched = generate(model, PROMPTS, 6, strategy="beam", num_beams=3)
+    for prompt, tokens in zip(PROMPTS, batched):
+        assert tokens == generate(model, [prompt], 6, strategy="beam", num_beams=3)[0]
+
+
+def test_sampling_respects_top_k_and_top_p_and_seed():
+    model = build_transformer_model(**TINY, application="lm", with_mlm="linear")
+    prompt = [5, 17, 23]
+    probs = predict(model, [np.array([prompt], "int32"), np.zeros((1, 3), "int32")])[0, -1]
+    probs = np.exp(probs - probs.max())
+    probs /= probs.sum()
+    order = np.argsort(-probs)
+    top3 = set(order[:3].tolist())
+    nucleus = set(order[: int(np.searchsorted(np.cumsum(probs[order]), 0.5)) + 1].tolist())
+    first_k = {generate(model, [prompt], 1, strategy="sample", top_k=3, seed=s)[0][0] for s in range(40)}
+    assert first_k <= top3 and len(first_k) > 1
+    first_p = {generate(model, [prompt], 1, strategy="sample", top_p=0.5, seed=s)[0][0] for s in range(40)}
+    assert first_p <= nucleus
+    a = generate(model, PROMPTS, 6, strategy="sample", top_k=10, seed=7)
+    b = generate(model, PROMPTS, 6, strategy="sample", top_k=10, seed=7)
+    c = generate(model, PROMPTS, 6, strategy="sample", top_k=10, seed=8)
+    assert a == b and a != c
+
+
+def test_stream_yields_the_greedy_tokens(hf_gpt2):
+    _, model = hf_gpt2
+    steps = list(generate(model, PROMPTS, 5, stream=True))
+    assert [list(column) for column in zip(*steps)] == generate(model, PROMPTS, 5)
+
+
+def test_min_new_tokens_blocks_the_end(hf_gpt2):
+    _, model = hf_gpt2
+    first = generate(model, [PROMPTS[0]], 1)[0][0]
+    tokens = generate(model, [PROMPTS[0]], 5, end_id=first, min_new_tokens=3)[0]
+    assert first not in tokens[:3]
+
+
+def test_bad_arguments_are_named(hf_gpt2):
+    _, model = hf_gpt2
+    with pytest.raises(KerasformerError, match="unknown strategy 'topk'"):
+        generate(model, PROMPTS, 4, strategy="topk")
+    with pytest.raises(KerasformerError, match="exceeds the position table of 64"):
+        generate(model, PROMPTS, 60)
+    with pytest.raises(KerasformerError, match="non-empty"):
+        generate(model, [[]], 4)
+    encoder = build_transformer_model(**TINY)
+    with pytest.raises(KerasformerError, match="with_mlm=True"):
+        generate(encoder, PROMPTS, 4)
