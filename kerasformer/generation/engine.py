@@ -58,7 +58,7 @@ class DecodingPass:
                     if self.max_len is None:
                         raise KerasformerError(f"no cross-attention cache for {layer.name}")
                     self.caches[key] = layer.project_kv(inputs[1], inputs[2])
-                out, _ = layer(inputs, cache=self.caches[key], cache_index=None, **arguments)
+                out, _ = _run_layer(layer, inputs, cache=self.caches[key], cache_index=None, **arguments)
                 return out
             if key not in self.caches:
                 if self.max_len is None:
@@ -67,7 +67,7 @@ class DecodingPass:
                 self.caches[key] = (
                     ops.zeros((self.batch, layer.heads, self.max_len, layer.key_size), dtype),
                     ops.zeros((self.batch, layer.heads, self.max_len, layer.head_size), dtype))
-            out, self.caches[key] = layer(inputs, cache=self.caches[key],
+            out, self.caches[key] = _run_layer(layer, inputs, cache=self.caches[key],
                                           cache_index=self.cache_index, **arguments)
             return out
         if isinstance(layer, PositionEmbedding) and self.position_ids is not None:
@@ -75,7 +75,17 @@ class DecodingPass:
         elif (self.return_logits and isinstance(layer, keras.layers.Activation)
               and layer.name.endswith("-Activation")):
             return inputs  # the head's softmax: decode from logits instead
-        return layer(inputs, **arguments)
+        return _run_layer(layer, inputs, **arguments)
+
+
+def _run_layer(layer, inputs, **arguments):
+    """Call an already-built layer. In float32, go straight to ``layer.call``: Keras'
+    ``__call__`` bookkeeping (input conversion, masks, autocast and name scopes) costs
+    more than the arithmetic of one decoding step on small models, and a cached pass
+    needs none of it. Under mixed precision the full ``__call__`` keeps its casts."""
+    if layer.built and layer.dtype_policy.name == "float32":
+        return layer.call(inputs, **arguments)
+    return layer(inputs, **arguments)
 
 
 # ---------------------------------------------------------------- token choice

@@ -2,6 +2,7 @@
 import keras
 
 from kerasformer.layers.activations import activation_name, get_activation
+from kerasformer.layers.attention import dense
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
@@ -36,9 +37,9 @@ class FeedForward(keras.layers.Layer):
     def call(self, inputs):
         x = None
         for layer, act in self.input_denses:
-            h = act(layer(inputs))
+            h = act(dense(layer, inputs))
             x = h if x is None else x * h
-        return self.o_dense(x)
+        return dense(self.o_dense, x)
 
     def compute_output_shape(self, input_shape):
         return input_shape
