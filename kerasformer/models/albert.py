@@ -16,7 +16,6 @@ import keras
 import numpy as np
 
 from kerasformer.errors import KerasformerError
-from kerasformer.layers import FeedForward, LayerNorm, MultiHeadAttention
 from kerasformer.models.bert import BERT
 
 # Where the single shared block lives in Google's checkpoints.
@@ -105,24 +104,6 @@ class ALBERT(BERT):
         """(attention, feed-forward) layer names of block ``index``: the same for every
         index, which is what makes the blocks one."""
         return "Transformer-MultiHeadSelfAttention", "Transformer-FeedForward"
-
-    def apply_main_layers(self, inputs, index):
-        """One post-LN block: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
-        attention, feed_forward = self.block_names(index)
-        x = inputs
-        h = self.apply(x, MultiHeadAttention, arguments={"attention_mask": self.attention_mask},
-                       heads=self.num_attention_heads, head_size=self.attention_head_size,
-                       key_size=self.attention_key_size, attention_dropout=self.attention_dropout_rate,
-                       kernel_initializer=self.initializer, name=attention)
-        h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention}-Dropout")
-        x = self.apply([x, h], keras.layers.Add, name=f"{attention}-Add")
-        x = self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name=f"{attention}-Norm")
-        h = self.apply(x, FeedForward, units=self.intermediate_size, activation=self.hidden_act,
-                       kernel_initializer=self.initializer, name=feed_forward)
-        h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward}-Dropout")
-        x = self.apply([x, h], keras.layers.Add, name=f"{feed_forward}-Add")
-        x = self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name=f"{feed_forward}-Norm")
-        return x
 
     # --------------------------------------------------------------- the weights
     def block_mapping(self, attention, feed_forward):

@@ -48,8 +48,9 @@ class BERT(Transformer):
         """Explicit position ids, or None for 0, 1, 2, ... (RoBERTa overrides)."""
         return None
 
-    def apply_embeddings(self, inputs):
-        token_ids, segment_ids = inputs
+    def apply_token_segment_embeddings(self, token_ids, segment_ids):
+        """Token embedding plus segment embedding (when there are segments); also builds
+        the attention mask, once, from the same ids."""
         self.compute_attention_mask(token_ids, segment_ids)
         x = self.apply(token_ids, Embedding, input_dim=self.vocab_size,
                        output_dim=self.embedding_size,
@@ -59,6 +60,11 @@ class BERT(Transformer):
                            output_dim=self.embedding_size,
                            embeddings_initializer=self.initializer, name="Embedding-Segment")
             x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
+        return x
+
+    def apply_embeddings(self, inputs):
+        token_ids, segment_ids = inputs
+        x = self.apply_token_segment_embeddings(token_ids, segment_ids)
         position_ids = self.position_ids(token_ids)
         x = self.apply(x, PositionEmbedding,
                        arguments=None if position_ids is None else {"position_ids": position_ids},
@@ -74,10 +80,14 @@ class BERT(Transformer):
 
     position_offset = 0
 
+    def block_names(self, index):
+        """(attention, feed-forward) layer names of block ``index`` (ALBERT returns the
+        same names for every index: that is what shares one block across depth)."""
+        return f"Transformer-{index}-MultiHeadSelfAttention", f"Transformer-{index}-FeedForward"
+
     def apply_main_layers(self, inputs, index):
         """One post-LN block: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
-        attention = f"Transformer-{index}-MultiHeadSelfAttention"
-        feed_forward = f"Transformer-{index}-FeedForward"
+        attention, feed_forward = self.block_names(index)
         x = inputs
         h = self.apply(x, MultiHeadAttention, arguments={"attention_mask": self.attention_mask},
                        heads=self.num_attention_heads, head_size=self.attention_head_size,

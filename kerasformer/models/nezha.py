@@ -25,7 +25,7 @@ import re
 import keras
 
 from kerasformer.errors import FamilyMismatchError, KerasformerError
-from kerasformer.layers import Embedding, FeedForward, LayerNorm, MultiHeadAttention
+from kerasformer.layers import FeedForward, LayerNorm, MultiHeadAttention
 from kerasformer.layers.positions import RelativePositionEmbedding
 from kerasformer.models.bert import BERT
 
@@ -61,16 +61,7 @@ class NEZHA(BERT):
     # --------------------------------------------------------------- the network
     def apply_embeddings(self, inputs):
         """Token (+ segment) embeddings, LayerNorm, dropout; no absolute positions."""
-        token_ids, segment_ids = inputs
-        self.compute_attention_mask(token_ids, segment_ids)
-        x = self.apply(token_ids, Embedding, input_dim=self.vocab_size,
-                       output_dim=self.embedding_size,
-                       embeddings_initializer=self.initializer, name="Embedding-Token")
-        if self.segment_vocab_size > 0:
-            s = self.apply(segment_ids, keras.layers.Embedding, input_dim=self.segment_vocab_size,
-                           output_dim=self.embedding_size,
-                           embeddings_initializer=self.initializer, name="Embedding-Segment")
-            x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
+        x = self.apply_token_segment_embeddings(*inputs)
         x = self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name="Embedding-Norm")
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         if self.embedding_size != self.hidden_size:

@@ -105,16 +105,7 @@ class RoFormerV2(RoFormer):
                           rms=True, name=name)
 
     def apply_embeddings(self, inputs):
-        token_ids, segment_ids = inputs
-        self.compute_attention_mask(token_ids, segment_ids)
-        x = self.apply(token_ids, Embedding, input_dim=self.vocab_size,
-                       output_dim=self.embedding_size,
-                       embeddings_initializer=self.initializer, name="Embedding-Token")
-        if self.segment_vocab_size > 0:
-            s = self.apply(segment_ids, keras.layers.Embedding, input_dim=self.segment_vocab_size,
-                           output_dim=self.embedding_size,
-                           embeddings_initializer=self.initializer, name="Embedding-Segment")
-            x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
+        x = self.apply_token_segment_embeddings(*inputs)
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         x = self.norm(x, "Embedding-Norm")
         if self.embedding_size != self.hidden_size:
