@@ -27,10 +27,10 @@ def __getattr__(name):
         from kerasformer.tokenizers.sentencepiece import SpTokenizer
 
         return SpTokenizer
-    if name in ("generate",):
-        from kerasformer.generation import generate
+    if name in ("generate", "AutoRegressiveDecoder"):
+        from kerasformer import generation
 
-        return generate
+        return getattr(generation, name)
     if name in ("sequence_padding", "truncate_sequences", "DataGenerator", "text_segmentate", "to_array",
                 "ViterbiDecoder"):
         from kerasformer import snippets
@@ -41,6 +41,6 @@ def __getattr__(name):
 
 __all__ = [
     "CheckpointError", "KerasformerError", "UnsafeCheckpointError", "WeightMismatchError",
-    "build_transformer_model", "generate", "Tokenizer", "SpTokenizer", "load_vocab", "save_vocab", "sequence_padding",
+    "build_transformer_model", "generate", "AutoRegressiveDecoder", "Tokenizer", "SpTokenizer", "load_vocab", "save_vocab", "sequence_padding",
     "truncate_sequences", "DataGenerator", "text_segmentate", "to_array",
 ]

@@ -561,3 +561,12 @@ class ViterbiDecoder:
 
 
 __all__.append("ViterbiDecoder")
+
+
+def __getattr__(name):
+    # bert4keras keeps AutoRegressiveDecoder in snippets; it needs Keras, so load it lazily
+    if name == "AutoRegressiveDecoder":
+        from kerasformer.generation.autoregressive import AutoRegressiveDecoder
+
+        return AutoRegressiveDecoder
+    raise AttributeError(f"module 'kerasformer.snippets' has no attribute {name!r}")
