@@ -106,11 +106,15 @@ class MultiHeadAttention(keras.layers.Layer):
                 self._split_heads(dense(self.v_dense, v), self.head_size))
 
     def call(self, inputs, attention_mask=None, attention_bias=None, position_bias=None,
-             cache=None, cache_index=None, training=None):
+             cache=None, cache_index=None, training=None, return_attention_scores=False):
         """With ``cache=(keys, values)`` (each ``[batch, heads, max_len, size]``) the layer
         decodes incrementally: the new keys/values are written at ``cache_index`` and the
         queries attend over the whole cache (the mask hides unwritten slots); it then
         returns ``(output, cache)``. ``cache_index=None`` marks a static cache, used as is.
+
+        ``return_attention_scores=True`` also returns the attention probabilities
+        ``[batch, heads, q_len, k_len]`` (float32, before attention dropout) as the last
+        element: ``(output, probs)``, or ``(output, cache, probs)`` with a cache.
         """
         if isinstance(inputs, (list, tuple)):
             q, k, v = inputs
@@ -151,7 +155,8 @@ class MultiHeadAttention(keras.layers.Layer):
         scores = ops.cast(scores, "float32")
         if attention_mask is not None:
             scores = ops.where(attention_mask, scores, ops.cast(-1e30, "float32"))
-        probs = ops.cast(ops.softmax(scores, axis=-1), vw.dtype)
+        attention = ops.softmax(scores, axis=-1)
+        probs = ops.cast(attention, vw.dtype)
         probs = self.dropout(probs, training=training)
         out = ops.matmul(probs, vw)  # [batch, heads, q_len, head_size]
         if relative is not None:
@@ -160,6 +165,8 @@ class MultiHeadAttention(keras.layers.Layer):
         batch, length = ops.shape(out)[0], ops.shape(out)[1]
         out = ops.reshape(out, (batch, length, self.heads * self.head_size))
         out = dense(self.o_dense, out)
+        if return_attention_scores:
+            return (out, attention) if cache is None else (out, cache, attention)
         return out if cache is None else (out, cache)
 
     def compute_output_shape(self, input_shape):

@@ -87,7 +87,9 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
             whose ``.model`` is the Keras model and which can load / save checkpoints.
         **kwargs: family options: ``with_pool``, ``with_nsp``, ``with_mlm``,
             ``keep_tokens``, ``compound_tokens``, ``sequence_length``,
-            ``dropout_rate``, ``attention_dropout_rate``, ``name``, ...
+            ``dropout_rate``, ``attention_dropout_rate``, ``name``, ``recompute``
+            (gradient checkpointing of every block), ``dtype_policy`` (e.g.
+            ``'mixed_bfloat16'``), ...
     """
     if isinstance(model, str):
         key = model.lower()

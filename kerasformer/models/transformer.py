@@ -7,13 +7,14 @@ through :meth:`Transformer.apply`, which reuses a layer when the same name is ap
 twice: that is how ALBERT shares one block across depth and how the MLM head reuses
 the token embedding.
 """
+import contextlib
 import json
 import os
 
 import keras
 import numpy as np
 
-from kerasformer import masks
+from kerasformer import backend, masks
 from kerasformer.checkpoints.weights import WeightSource, export_weights, load_weights
 from kerasformer.errors import KerasformerError
 
@@ -44,6 +45,8 @@ class Transformer:
         ignore_invalid_weights=False,
         prefix=None,
         name=None,
+        recompute=False,
+        dtype_policy=None,
     ):
         if keep_tokens is not None:
             vocab_size = len(keep_tokens)
@@ -73,6 +76,11 @@ class Transformer:
         self.ignore_invalid_weights = ignore_invalid_weights
         self.prefix = prefix or ""
         self.name = name
+        # build-time switches: gradient checkpointing of the attention and feed-forward layers
+        # (``recompute_layers``), and a Keras dtype policy such as 'mixed_bfloat16' for every
+        # layer the family creates (heads' final activations stay float32)
+        self.recompute = bool(recompute)
+        self.dtype_policy = dtype_policy
         self.layers = {}
         self.built = False
         self.attention_mask = None
@@ -110,12 +118,40 @@ class Transformer:
         name = self.prefixed(kwargs.get("name"))
         kwargs["name"] = name
         if name not in self.layers:
-            self.layers[name] = layer(**kwargs)
+            self.layers[name] = self._create_layer(layer, kwargs)
         if inputs is None:
             return self.layers[name]
         if self._decoding is not None:
             return self._decoding.call_layer(self.layers[name], inputs, dict(arguments or {}))
-        return self.layers[name](inputs, **(arguments or {}))
+        with self._dtype_scope():  # sub-layers are created on the first call
+            return self.layers[name](inputs, **(arguments or {}))
+
+    # layers whose activations recompute=True does not keep for the backward pass: the
+    # attention scores/probabilities and the feed-forward expansion, most of a block's memory
+    # (a family may list its own classes; empty means MultiHeadAttention and FeedForward)
+    recompute_layers = ()
+
+    def _create_layer(self, layer, kwargs):
+        is_class = isinstance(layer, type)
+        if self.dtype_policy is not None and is_class and issubclass(layer, keras.layers.Activation):
+            # the heads' softmax in float32, as Keras' mixed-precision guide advises
+            kwargs.setdefault("dtype", "float32")
+        with self._dtype_scope():
+            instance = layer(**kwargs)
+        if self.recompute and is_class and issubclass(layer, self._recompute_classes()):
+            instance.call = backend.recompute_call(instance, instance.call)
+        return instance
+
+    def _recompute_classes(self):
+        from kerasformer.layers import FeedForward, MultiHeadAttention
+
+        return tuple(self.recompute_layers) or (MultiHeadAttention, FeedForward)
+
+    def _dtype_scope(self):
+        """The family's dtype policy as Keras' global policy while layers are created."""
+        if self.dtype_policy is None:
+            return contextlib.nullcontext()
+        return _global_dtype_policy(self.dtype_policy)
 
     _decoding = None  # a generation.engine.DecodingPass while a cached forward pass runs
 
@@ -231,6 +267,16 @@ class Transformer:
             save_torch_bin(path, self.export_tensors("hf"))
         else:
             raise KerasformerError(f"unknown checkpoint format {format!r}; use 'tf', 'safetensors' or 'torch'")
+
+
+@contextlib.contextmanager
+def _global_dtype_policy(policy):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def detect_naming(names):
