@@ -59,7 +59,8 @@ def run_hf(repeats):
 
     config = transformers.GPT2Config(vocab_size=CONFIG["vocab"], n_embd=CONFIG["hidden"],
                                      n_layer=CONFIG["layers"], n_head=CONFIG["heads"],
-                                     n_inner=CONFIG["intermediate"], n_positions=CONFIG["positions"])
+                                     n_inner=CONFIG["intermediate"], n_positions=CONFIG["positions"],
+                                     bos_token_id=None, eos_token_id=None)
     model = transformers.GPT2LMHeadModel(config).eval()
     ids = torch.from_numpy(prompts()).long()
     mask = torch.ones_like(ids)
@@ -104,14 +105,23 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", choices=sorted(CONTENDERS))
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch intra-op threads for every torch contender (on a shared "
+                             "machine, 1 avoids threads waiting on a busy core)")
     parser.add_argument("--worker", choices=sorted(CONTENDERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
+        if args.torch_threads:
+            import torch
+
+            torch.set_num_threads(args.torch_threads)
         print(json.dumps({"seconds": CONTENDERS[args.worker](args.repeats)}))
         return
     results = {}
     for name in args.only or CONTENDERS:
         cmd = [sys.executable, __file__, "--worker", name, "--repeats", str(args.repeats)]
+        if args.torch_threads:
+            cmd += ["--torch-threads", str(args.torch_threads)]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             last = (out.stderr.strip().splitlines() or ["?"])[-1]
@@ -120,7 +130,8 @@ def main():
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
     tokens = BATCH * NEW
     print(f"GPT-2 {CONFIG['layers']}x{CONFIG['hidden']}, vocab {CONFIG['vocab']}: batch {BATCH}, "
-          f"prompt {PROMPT}, +{NEW} greedy; median of {args.repeats}; {os.cpu_count()} CPU cores")
+          f"prompt {PROMPT}, +{NEW} greedy; median of {args.repeats}; {os.cpu_count()} CPU cores"
+          + (f"; torch threads {args.torch_threads}" if args.torch_threads else ""))
     hf = results.get("hf-transformers-torch")
     print(f"{'contender':24s} {'seconds':>8s} {'tokens/s':>9s} {'vs HF':>7s}")
     for name, seconds in results.items():
