@@ -1,0 +1,293 @@
+"""The NER and classification recipes (recipes/ner_peoples_daily.py, recipes/classify.py):
+their data handling and metrics, and a tiny end-to-end run of each that must write a valid
+results JSON.
+
+The end-to-end runs use the first few examples of the shared datasets (../shared/data) when
+they are there, and otherwise a small synthetic set in the same format, so the tests run
+anywhere. Each run is tiny (1 layer, hidden 32, maxlen 16: a single padded length, so JAX
+compiles one training program).
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import kerasformer  # noqa: F401  (sets the default Keras backend before keras loads)
+from kerasformer import backend
+
+RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+sys.path.insert(0, RECIPES)
+
+import classify  # noqa: E402
+import common  # noqa: E402
+import ner_peoples_daily as ner  # noqa: E402
+
+TINY = ["--epochs", "1", "--layers", "1", "--hidden-size", "32", "--maxlen", "16", "--batch-size", "16",
+        "--quiet"]
+
+
+# ---------------------------------------------------------------------------- data sets
+
+def _ner_dir(tmp_path):
+    real = common.data_path("ner_peoples_daily")
+    if os.path.isfile(os.path.join(real, "train.txt")):
+        return real
+    folder = tmp_path / "ner"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    entities = [("张三", "nr"), ("北京", "ns"), ("国务院", "nt"), ("李四光", "nr"), ("上海", "ns")]
+    for name, n in (("train.txt", 64), ("dev.txt", 32)):
+        lines = []
+        for _ in range(n):
+            for _ in range(3):
+                for c in "我们在说":
+                    lines.append(f"{c} O")
+                text, kind = entities[rng.integers(len(entities))]
+                tags = ["B"] + ["M"] * (len(text) - 2) + ["E"]
+                lines.extend(f"{c} {t}_{kind}" for c, t in zip(text, tags))
+            lines.append("")
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(folder)
+
+
+def _classify_dir(tmp_path, task):
+    real = classify.TASKS[task]["data_dir"]
+    real = common.data_path(*real)
+    if os.path.isfile(os.path.join(real, "train.tsv")):
+        return real
+    folder = tmp_path / task
+    folder.mkdir()
+    labels = ["positive", "negative"] if task == "chnsenticorp" else ["news_a", "news_b", "news_c"]
+    rng = np.random.default_rng(0)
+    for name, n in (("train.tsv", 64), ("dev.tsv", 32)):
+        rows = [f"{'好很好不错' if k == 0 else '差太差了'}{rng.integers(1000)}\t{labels[k]}"
+                for k in rng.integers(len(labels), size=n)]
+        (folder / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    if task == "tnews":
+        (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+    return str(folder)
+
+
+# ---------------------------------------------------------------------------- NER pieces
+
+def test_tags_to_entities():
+    tags = ["B_nr", "M_nr", "E_nr", "O", "B_ns", "E_ns", "B_nt", "M_ns", "E_nt", "E_nr", "B_nt", "E_nt"]
+    assert ner.tags_to_entities(tags) == {("nr", 0, 2), ("ns", 4, 5), ("nt", 10, 11)}
+    assert ner.tags_to_entities(["B_nr", "O", "E_nr"]) == set()
+    assert ner.tags_to_entities([]) == set()
+
+
+def test_entity_scores():
+    gold = [{("nr", 0, 1), ("ns", 3, 4)}, {("nt", 0, 3)}]
+    pred = [{("nr", 0, 1), ("ns", 3, 5)}, {("nt", 0, 3), ("nr", 5, 6)}]
+    s = ner.entity_scores(gold, pred, ["nr", "ns", "nt"])
+    assert (s["correct"], s["predicted"], s["gold"]) == (2, 4, 3)
+    assert s["precision"] == pytest.approx(0.5) and s["recall"] == pytest.approx(2 / 3)
+    assert s["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    assert s["per_type"]["ns (place)"]["f1"] == 0.0
+    assert s["per_type"]["nt (organisation)"]["recall"] == 1.0
+
+
+def test_ner_labels_round_trip():
+    """The CRF tags and the GlobalPointer spans of a batch both give back the gold entities;
+    an entity cut off by maxlen is missing from the labels but kept in the gold set."""
+    sentences = [(list("张三在北京"), ["B_nr", "E_nr", "O", "B_ns", "E_ns"]),
+                 (list("国务院"), ["B_nt", "M_nt", "E_nt"])]
+    types = ["nr", "ns", "nt"]
+    tag_names = ["O"] + [f"{p}_{t}" for t in types for p in "BME"]
+    vocab = common.build_char_vocab(["".join(c) for c, _ in sentences])
+    data = ner.Encoded(sentences, vocab, {t: i for i, t in enumerate(tag_names)}, types, maxlen=6)
+    assert data.truncated == 1 and data.gold[0] == {("nr", 0, 1), ("ns", 3, 4)}
+    (ids, segments), tags = ner.make_batch(data, [0, 1], "crf", 3, maxlen=6)
+    assert ids.shape == tags.shape == (2, 6) and not segments.any()
+    assert ids[0, 0] == vocab["[CLS]"] and ids[0, 5] == vocab["[SEP]"] and ids[1, 4] == vocab["[SEP]"]
+    assert ner.tags_to_entities([tag_names[t] for t in tags[0, 1:5]]) == {("nr", 0, 1)}  # ns cut: "北京" half gone
+    _, spans = ner.make_batch(data, [0, 1], "globalpointer", 3, maxlen=6)
+    assert spans.shape == (2, 3, 6, 6)
+    found = {(types[k], s - 1, e - 1) for k, s, e in np.argwhere(spans[1] > 0)}
+    assert found == data.gold[1] == {("nt", 0, 2)}
+    assert {(types[k], s - 1, e - 1) for k, s, e in np.argwhere(spans[0] > 0)} == {("nr", 0, 1)}
+
+
+def test_viterbi_recovers_gold_path():
+    from kerasformer.snippets import ViterbiDecoder
+
+    tag_names = ["O", "B_nr", "M_nr", "E_nr"]
+    gold = [0, 1, 2, 3, 0]
+    nodes = np.full((5, 4), -2.0)
+    nodes[np.arange(5), gold] = 2.0
+    path = ViterbiDecoder(np.zeros((4, 4)), starts=[0], ends=[0]).decode(nodes)
+    assert ner.tags_to_entities([tag_names[t] for t in path[1:-1]]) == {("nr", 0, 2)}
+
+
+@pytest.mark.parametrize("head", ["crf", "globalpointer"])
+def test_predict_entities_with_perfect_scores(head):
+    """The decoding path of the evaluation (batching by length, [CLS]/[SEP] offsets, Viterbi or
+    span thresholds) turns scores that point at the gold entities into exactly those entities."""
+    import argparse
+
+    import keras
+    from keras import ops
+
+    sentences = [(list("张三在北京开会"), ["B_nr", "E_nr", "O", "B_ns", "E_ns", "O", "O"]),
+                 (list("国务院"), ["B_nt", "M_nt", "E_nt"]),
+                 (list("他说"), ["O", "O"])]
+    types = ["nr", "ns", "nt"]
+    tag_names = ["O"] + [f"{p}_{t}" for t in types for p in "BME"]
+    vocab = common.build_char_vocab(["".join(c) for c, _ in sentences])
+    data = ner.Encoded(sentences, vocab, {t: i for i, t in enumerate(tag_names)}, types, maxlen=16)
+    char_tags = {c: t for chars, tags in sentences for c, t in zip(chars, tags)}
+    ids = keras.Input((None,), dtype="int32")
+    segments = keras.Input((None,), dtype="int32")
+    if head == "crf":  # emissions: +5 on each character's gold tag, O elsewhere
+        table = np.full((len(vocab), len(tag_names)), -5.0, "float32")
+        for token, i in vocab.items():
+            table[i, tag_names.index(char_tags.get(token, "O"))] = 5.0
+        layer = keras.layers.Embedding(len(vocab), len(tag_names))
+        model = keras.Model([ids, segments], layer(ids))
+        model.crf_layer = argparse.Namespace(trans=np.zeros((len(tag_names), len(tag_names)), "float32"))
+    else:  # span (i, j) of type h scores 2 when i starts and j ends an h entity, < 0 otherwise
+        start = np.full((len(vocab), len(types)), -10.0, "float32")
+        end = start.copy()
+        for token, i in vocab.items():
+            tag = char_tags.get(token, "O")
+            if tag[0] in "BE":
+                (start if tag[0] == "B" else end)[i, types.index(tag[2:])] = 1.0
+        layer = keras.layers.Embedding(len(vocab), len(types))
+        end_layer = keras.layers.Embedding(len(vocab), len(types))
+        scores = layer(ids)[:, :, None, :] + end_layer(ids)[:, None, :, :]
+        model = keras.Model([ids, segments], ops.transpose(scores, (0, 3, 1, 2)))
+        end_layer.set_weights([end])
+        table = start
+    layer.set_weights([table])
+    args = argparse.Namespace(head=head, batch_size=1, maxlen=16)  # 2 per batch: two batches
+    predicted = ner.predict_entities(model, data, args, types, tag_names, quiet=True)
+    assert predicted == data.gold == [{("nr", 0, 1), ("ns", 3, 4)}, {("nt", 0, 2)}, set()]
+
+
+# ---------------------------------------------------------------------------- shared pieces
+
+def test_write_json_is_atomic(tmp_path):
+    path = tmp_path / "out" / "r.json"
+    common.write_json(str(path), {"a": np.float32(0.5), "b": (1, 2)})
+    assert json.loads(path.read_text()) == {"a": 0.5, "b": [1, 2]}
+    with pytest.raises(TypeError):
+        common.write_json(str(path), {"bad": object()})
+    assert json.loads(path.read_text())["a"] == 0.5  # the old file survives a failed write
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # and no temporary is left
+
+
+def test_lr_schedule_and_buckets():
+    assert common.lr_schedule(0, 100) is None
+    assert common.lr_schedule(10, 100) == {10: 1.0}
+    assert common.lr_schedule(10, 100, 0.1) == {10: 1.0, 100: 0.1}
+    assert common.lr_schedule(0, 100, 0.5) == {0: 1.0, 100: 0.5}
+    assert [common.bucket_length(n, 16, 40) for n in (1, 16, 17, 39, 90)] == [16, 16, 32, 40, 40]
+    lengths = list(np.random.default_rng(0).integers(1, 50, size=103))
+    batches = common.length_batches(lengths, 8, shuffle=True, rng=np.random.default_rng(1), pool=4)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(103))
+    assert max(len(b) for b in batches) == 8
+
+
+def test_char_vocab():
+    vocab = common.build_char_vocab(["北京北京 Apple 2018", "上海"])
+    assert list(vocab)[:5] == common.SPECIAL_TOKENS
+    assert vocab["北"] < vocab["上"] and "a" in vocab and "##a" in vocab and "##8" in vocab and " " not in vocab
+    assert "上" in vocab and "A" not in vocab  # lower-cased
+
+
+def test_classify_arguments():
+    args = classify.parse_args(["--task", "chnsenticorp"])
+    assert args.maxlen == 256 and args.pool == "mean" and args.data_dir.endswith(os.path.join("sentiment", "chnsenticorp"))
+    assert args.out.endswith("classify_chnsenticorp.json")
+    with pytest.raises(SystemExit):
+        classify.parse_args(["--ablation", "--ema"])
+    with pytest.raises(SystemExit):
+        ner.parse_args(["--checkpoint", "x.ckpt"])  # a checkpoint without its config and vocab
+
+
+# ---------------------------------------------------------------------------- end to end
+
+def _check_common(results, out):
+    on_disk = json.loads(out.read_text(encoding="utf-8"))
+    assert on_disk["args"]["out"] == str(out)
+    assert on_disk["environment"]["backend"] == backend.name()
+    assert os.path.isfile(os.path.splitext(str(out))[0] + "_vocab.txt")
+    assert on_disk["timings_s"]["train"] > 0 and on_disk["timings_s"]["total"] >= on_disk["timings_s"]["train"]
+    return on_disk
+
+
+@pytest.mark.parametrize("head", ["crf", "globalpointer"])
+def test_ner_end_to_end(tmp_path, head):
+    data_dir = _ner_dir(tmp_path)
+    out = tmp_path / f"ner_{head}.json"
+    results = ner.main(["--data-dir", data_dir, "--head", head, "--max-train", "64", "--max-dev", "32",
+                        "--warmup", "2", "--out", str(out)] + TINY)
+    on_disk = _check_common(results, out)
+    m = on_disk["metrics"]
+    assert all(0.0 <= m[k] <= 1.0 for k in ("precision", "recall", "f1"))
+    assert on_disk["data"] == {**on_disk["data"], "train_sentences": 64, "dev_sentences": 32}
+    # the gold count is that of the dev slice, counted here independently
+    dev = ner.load_sentences(os.path.join(data_dir, "dev.txt"), 32)
+    gold = sum(t.startswith("B_") for _, tags in dev for t in tags)
+    assert on_disk["counts"]["gold"] == gold > 0
+    assert len(on_disk["history"]) == 1 and on_disk["training"]["lr_schedule"] == {"2": 1.0, "4": 0.1}
+
+
+@pytest.mark.parametrize("task", ["tnews", "chnsenticorp"])
+def test_classify_end_to_end(tmp_path, task):
+    out = tmp_path / f"{task}.json"
+    tricks = ["--ema"] if task == "tnews" else ["--ema", "--fgm", "0.5"]  # FGM: kerasformer.training
+    results = classify.main(["--task", task, "--data-dir", _classify_dir(tmp_path, task), "--max-train", "64",
+                             "--max-dev", "32", "--out", str(out)] + tricks + TINY)
+    on_disk = _check_common(results, out)
+    assert 0.0 <= on_disk["metrics"]["dev_accuracy"] <= 1.0
+    real = on_disk["data"]["data_dir"] == common.data_path(*classify.TASKS[task]["data_dir"])
+    assert on_disk["data"]["classes"] == {"tnews": 15 if real else 3, "chnsenticorp": 2}[task]
+    assert on_disk["tricks"]["ema_momentum"] == pytest.approx(0.9)  # 4 steps: the floor of the auto rule
+    assert on_disk["data"]["dev_examples"] == 32 and on_disk["history"][0]["epoch"] == 1
+    assert on_disk["tricks"]["fgm_epsilon"] == (0.5 if task == "chnsenticorp" else 0.0)
+
+
+def test_fgm_missing_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "kerasformer.training", None)  # as if the module were absent
+    with pytest.raises(SystemExit, match="adversarial_training"):
+        classify.fgm_function()
+
+
+def test_classify_from_pretrained_checkpoint(tmp_path, tiny_hf_bert):
+    """--config/--checkpoint/--vocab: the vocabulary is simplified as bert4keras does, the encoder
+    gets the checkpoint's weights (the kept rows of its embedding, its pooler), and a run works."""
+    from kerasformer import load_vocab
+
+    hf_model, config, paths = tiny_hf_bert
+    data_dir = _classify_dir(tmp_path, "chnsenticorp")
+    texts = [t for t, _ in classify.load_examples(os.path.join(data_dir, "train.tsv"), 32)]
+    chars = [c for c in dict.fromkeys("".join(texts)) if not c.isspace()][:60]
+    tokens = common.SPECIAL_TOKENS + ["##的", "##了"] + chars
+    tokens += [f"w{i}" for i in range(config.vocab_size - len(tokens))]
+    vocab_path = tmp_path / "vocab.txt"
+    vocab_path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    model_dir = paths["safetensors"]
+    argv = ["--task", "chnsenticorp", "--data-dir", data_dir, "--config", model_dir, "--checkpoint", model_dir,
+            "--vocab", str(vocab_path), "--max-train", "32", "--max-dev", "16", "--out", str(tmp_path / "p.json"),
+            "--epochs", "1", "--maxlen", "16", "--batch-size", "16", "--quiet"]
+
+    args = classify.parse_args(argv)
+    assert args.pool == "cls"  # the pretrained pooler
+    token_dict, keep_tokens = load_vocab(str(vocab_path), simplified=True, startswith=common.SPECIAL_TOKENS[:4])
+    # [MASK] and the '##' CJK pieces go (bert4keras' rule); the other tokens keep their order
+    assert len(token_dict) == config.vocab_size - 3 and keep_tokens[:5] == [0, 1, 2, 3, 7]
+    encoder = common.build_encoder(args, len(token_dict), keep_tokens, with_pool=True).model
+    hf = {k: v.detach().numpy() for k, v in hf_model.state_dict().items()}
+    np.testing.assert_allclose(encoder.get_layer("Embedding-Token").get_weights()[0],
+                               hf["bert.embeddings.word_embeddings.weight"][keep_tokens], atol=1e-6)
+    np.testing.assert_allclose(encoder.get_layer("Pooler-Dense").get_weights()[0],
+                               hf["bert.pooler.dense.weight"].T, atol=1e-6)
+
+    results = classify.main(argv)
+    assert results["model"] == {"pretrained_config": model_dir, "checkpoint": model_dir}
+    assert results["vocab"]["pretrained"] and results["vocab"]["size"] == len(token_dict)
+    assert 0.0 <= results["dev_accuracy"] <= 1.0
