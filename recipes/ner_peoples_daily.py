@@ -18,7 +18,7 @@ By default the encoder is trained FROM SCRATCH (no pretrained Chinese weights ex
 machine) with a character vocabulary built from the training data; pass
 ``--config/--checkpoint/--vocab`` to fine-tune a pretrained BERT instead::
 
-    python recipes/ner_peoples_daily.py --head crf             # defaults: ~8 min on 2 CPU cores
+    python recipes/ner_peoples_daily.py --head crf             # defaults: ~7-8 min on 2 CPU cores (JAX)
     python recipes/ner_peoples_daily.py --head globalpointer
     python recipes/ner_peoples_daily.py --max-train 64 --max-dev 32 --epochs 1 --layers 1 \\
         --hidden-size 32 --out /tmp/ner.json                    # a smoke run
