@@ -126,15 +126,18 @@ class GPT2(Transformer):
                 pad_id=pad_id, name="Attention-Mask")
         return self.attention_mask
 
-    def apply_embeddings(self, inputs):
-        token_ids = inputs[0]
+    def token_position_embeddings(self, token_ids):
+        """Token plus learned position embeddings; also builds the mask, once."""
         self.compute_attention_mask(token_ids)
         x = self.apply(token_ids, Embedding, input_dim=self.vocab_size,
                        output_dim=self.embedding_size,
                        embeddings_initializer=self.initializer, name="Embedding-Token")
-        x = self.apply(x, PositionEmbedding, input_dim=self.max_position,
-                       output_dim=self.embedding_size, embeddings_initializer=self.initializer,
-                       name="Embedding-Position")
+        return self.apply(x, PositionEmbedding, input_dim=self.max_position,
+                          output_dim=self.embedding_size, embeddings_initializer=self.initializer,
+                          name="Embedding-Position")
+
+    def apply_embeddings(self, inputs):
+        x = self.token_position_embeddings(inputs[0])
         return self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
 
     def attention(self, x, name):
@@ -382,14 +385,7 @@ class GPT2_ML(GPT2):
         super().__init__(hidden_act=hidden_act, **kwargs)
 
     def apply_embeddings(self, inputs):
-        token_ids = inputs[0]
-        self.compute_attention_mask(token_ids)
-        x = self.apply(token_ids, Embedding, input_dim=self.vocab_size,
-                       output_dim=self.embedding_size,
-                       embeddings_initializer=self.initializer, name="Embedding-Token")
-        x = self.apply(x, PositionEmbedding, input_dim=self.max_position,
-                       output_dim=self.embedding_size, embeddings_initializer=self.initializer,
-                       name="Embedding-Position")
+        x = self.token_position_embeddings(inputs[0])
         return self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name="Embedding-Norm")
 
     def apply_main_layers(self, inputs, index):
