@@ -85,38 +85,180 @@ def predict(model, inputs):
 def update_cache(cache, new, index):
     """Write ``new`` (``[batch, heads, T, size]``) into ``cache`` at position ``index`` of
     axis 2 and return the cache. Torch updates in place (no per-step copy of the whole
-    cache, the cost that makes naive cached decoding slow on torch); JAX uses
-    ``dynamic_update_slice``, which XLA performs in place inside a compiled loop."""
+    cache, the cost that makes naive cached decoding slow on torch) and, for a tensor
+    ``index``, without reading it on the host, so a traced decoding step stays valid for
+    every position; JAX uses ``dynamic_update_slice``, which XLA performs in place inside
+    a compiled loop."""
     new = keras.ops.cast(new, cache.dtype)
     if name() == "torch":
+        import torch
+
         length = new.shape[2]
         if isinstance(index, int):
             cache[:, :, index:index + length] = new
         else:
-            cache.narrow(2, int(index), length).copy_(new)
+            rows = torch.arange(length, device=cache.device) + index.to(torch.int64)
+            cache.index_copy_(2, rows, new)
         return cache
     return keras.ops.slice_update(cache, (0, 0, index, 0), new)
 
 
-class StepRandom:
-    """Uniform noise for sampling, reproducible from ``seed``. On JAX the draw for a step
-    is a pure function of (seed, step), so it can live inside a compiled loop; on torch a
-    seeded generator advances one draw per step (the loop runs in Python there)."""
+def uniform_noise(shape, seed, step):
+    """Uniform noise in (0, 1) for sampling: a pure function of (``seed``, ``step``), so it
+    can live inside a compiled or traced decoding loop and the same seed always draws the
+    same numbers. JAX uses its counter-based PRNG; torch hashes (seed, step, element index)
+    with MurmurHash3's 32-bit finaliser, which needs no generator state a trace could
+    freeze."""
+    if name() == "torch":
+        import torch
 
-    def __init__(self, seed):
-        self.seed = 0 if seed is None else seed  # an int, or a tensor inside a compiled program
-        if name() == "torch":
-            import torch
+        mask = 0xFFFFFFFF
 
-            self.generator = torch.Generator().manual_seed(int(self.seed))
+        def mix(x):  # MurmurHash3 fmix32 on int64 holding 32-bit values
+            x = x ^ (x >> 16)
+            x = (x * 0x85EBCA6B) & mask
+            x = x ^ (x >> 13)
+            x = (x * 0xC2B2AE35) & mask
+            return x ^ (x >> 16)
 
-    def uniform(self, shape, step):
-        if name() == "torch":
-            import torch
+        seed = torch.as_tensor(seed).to(torch.int64) & mask
+        step = torch.as_tensor(step).to(torch.int64) & mask
+        key = mix(mix(seed) ^ ((step * 0x9E3779B1 + 0x7F4A7C15) & mask))
+        count = 1
+        for size in shape:
+            count *= int(size)
+        index = torch.arange(count, dtype=torch.int64).reshape(tuple(int(s) for s in shape))
+        bits = mix(mix(index ^ key) ^ ((key * 0x9E3779B1) & mask))
+        return ((bits.to(torch.float64) + 0.5) / 2.0 ** 32).to(torch.float32)
+    seed = keras.ops.stack([keras.ops.cast(seed, "uint32"), keras.ops.cast(step, "uint32")])
+    return keras.random.uniform(shape, seed=seed)
 
-            return torch.rand(shape, generator=self.generator)
-        seed = keras.ops.stack([keras.ops.cast(self.seed, "uint32"), keras.ops.cast(step, "uint32")])
-        return keras.random.uniform(shape, seed=seed)
+
+def traced(fn):
+    """``fn`` compiled once, on its first call, for the shapes of that call.
+
+    On JAX this is ``fn`` itself: callers run inside an enclosing ``jax.jit`` program.
+    On torch, a decoding step of a small model spends most of its time in Keras'
+    per-op dispatch (argument conversion, dtype checks), not in arithmetic; so ``fn`` is
+    traced into an FX graph of plain aten ops (``make_fx``) and that graph runs every
+    later call (see :class:`_TorchGraph`). ``fn`` must be trace-safe: no Python branching
+    on tensor values and no host reads such as ``int(tensor)`` (those would be frozen
+    into the graph), and non-tensor arguments must not change between calls.
+    """
+    if name() != "torch":
+        return fn
+    return _TorchGraph(fn)
+
+
+class CompiledLoop:
+    """``keras.ops.while_loop`` with the body compiled once (see :func:`traced`) and
+    reused by every later call: ``lax.while_loop`` inside the enclosing program on JAX,
+    a Python loop over the traced graph on torch."""
+
+    def __init__(self):
+        self.body = None
+
+    def __call__(self, cond, body, state):
+        if name() != "torch":
+            return keras.ops.while_loop(cond, body, state)
+        if self.body is None:
+            self.body = traced(body)
+        while bool(cond(state)):
+            state = self.body(state)
+        return state
+
+
+class _TorchGraph:
+    """``fn`` as an FX graph of aten ops, traced on the first call.
+
+    Tracing runs ``fn`` once on the real tensors; in-place writes to its inputs (the
+    key/value caches) stay in-place ops of the graph, and repeating them in the first
+    real run writes the same values again. Model weights become constants of the graph
+    (the very same tensors, so in-place updates such as ``Variable.assign`` are seen).
+
+    On CPU the graph's matrix products with a weight (``mm(x, W)``, ``W`` a float32
+    constant, possibly transposed) then run through oneDNN on a prepacked copy of the
+    weight: for the few rows of a decoding step MKL's ``mm`` reaches a third of what
+    the prepacked kernel does on our machines. A prepacked copy is shared by every
+    graph and re-packed when its weight changes (the tensor's version counter).
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.graph = None
+        self.packed = []  # (attribute, weight, transposed) of each prepacked constant
+
+    def __call__(self, *args):
+        import torch
+
+        with torch.no_grad():
+            if self.graph is None:
+                from torch.fx.experimental.proxy_tensor import make_fx
+
+                self.graph = make_fx(self.fn)(*args)
+                self.packed = _prepack_matmuls(self.graph)
+            for attribute, weight, transposed in self.packed:
+                setattr(self.graph, attribute, _packed_weight(weight, transposed))
+            return self.graph(*args)
+
+
+def _packed_weight(weight, transposed):
+    """oneDNN's prepacked ``[out, in]`` layout of ``weight`` (``[in, out]``, or already
+    ``[out, in]`` when ``transposed``), cached until the weight changes."""
+    import torch
+
+    # kept on the weight itself: it lives exactly as long as the weight
+    cache = weight.__dict__.setdefault("_kerasformer_packed", {})
+    version, packed = cache.get(transposed, (None, None))
+    if version != weight._version:
+        rows_out = weight if transposed else weight.t()
+        packed = torch.ops.mkldnn._reorder_linear_weight(rows_out.detach().contiguous())
+        cache[transposed] = (weight._version, packed)
+    return packed
+
+
+def _prepack_matmuls(graph):
+    """Rewrite ``graph``'s ``mm(x, W)`` with a float32 CPU weight ``W`` into oneDNN's
+    linear on a prepacked weight; return what must be re-packed when weights change.
+    Leaves the graph as it is where oneDNN is missing or refuses the weight."""
+    import torch
+
+    aten = torch.ops.aten
+    if not torch.backends.mkldnn.is_available():
+        return []
+    transposes = {aten.t.default, aten.permute.default, aten.transpose.int}
+    packed = []
+    for node in list(graph.graph.nodes):
+        if node.op != "call_function" or node.target is not aten.mm.default:
+            continue
+        weight_arg = source = node.args[1]
+        transposed = False
+        if source.op == "call_function" and source.target in transposes:
+            if source.target is aten.permute.default and list(source.args[1]) != [1, 0]:
+                continue
+            source, transposed = source.args[0], True
+        if source.op != "get_attr":
+            continue
+        weight = getattr(graph, source.target)
+        if weight.dtype != torch.float32 or weight.device.type != "cpu" or weight.dim() != 2:
+            continue
+        try:
+            first = _packed_weight(weight, transposed)
+        except RuntimeError:  # oneDNN without this kernel: keep MKL's mm
+            continue
+        attribute = f"_packed_{len(packed)}"
+        graph.register_buffer(attribute, first, persistent=False)
+        with graph.graph.inserting_before(node):
+            packed_node = graph.graph.get_attr(attribute)
+            linear = graph.graph.call_function(torch.ops.mkldnn._linear_pointwise.default,
+                                               (node.args[0], packed_node, None, "none", [], ""))
+        node.replace_all_uses_with(linear)
+        graph.graph.erase_node(node)
+        if weight_arg is not source and not weight_arg.users:
+            graph.graph.erase_node(weight_arg)
+        packed.append((attribute, weight, transposed))
+    graph.recompile()
+    return packed
 
 
 def stateless_function(fn, variables):

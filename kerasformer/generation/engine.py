@@ -180,16 +180,20 @@ class DecoderOnlyEngine:
     def program(self, options, shapes, max_new):
         key = (options, shapes, max_new)
         if key not in self.programs:
+            # prefill and step, each compiled once per program (traced graphs on torch)
+            max_len = shapes[0][1] + max_new
+            prefill = backend.traced(lambda *args: self.prefill(*args[:3], max_len, *args[3:]))
+            loop = backend.CompiledLoop()
             self.programs[key] = backend.stateless_function(
-                lambda *args: self._run(options, max_new, *args), self.variables)
+                lambda *args: self._run(options, max_new, prefill, loop, *args), self.variables)
         return self.programs[key]
 
-    def _run(self, options, max_new, seed, tokens, valid, positions, lengths, *extra):
+    def _run(self, options, max_new, prefill, loop, seed, tokens, valid, positions, lengths, *extra):
         (strategy, num_beams, top_k, top_p, temperature, penalty, end_id, min_new) = options
         batch, prompt_len = tokens.shape
         max_len = prompt_len + max_new
         vocab = self.vocab_size
-        logits, caches, key_valid = self.prefill(tokens, valid, positions, max_len, *extra)
+        logits, caches, key_valid = prefill(tokens, valid, positions, *extra)
         seen = ops.zeros((batch, vocab), "bool")
         if penalty != 1.0:
             seen = ops.max(ops.one_hot(tokens, vocab) * ops.cast(valid, "float32")[..., None], axis=1) > 0
@@ -203,8 +207,7 @@ class DecoderOnlyEngine:
         state = dict(step=ops.convert_to_tensor(0, "int32"), logits=logits, caches=caches,
                      key_valid=key_valid, seen=seen, positions=ops.cast(lengths, "int32"),
                      out=ops.zeros((rows, max_new), "int32"), finished=ops.zeros((rows,), "bool"),
-                     scores=ops.cast(scores, "float32"))
-        rng = backend.StepRandom(seed)
+                     scores=ops.cast(scores, "float32"), seed=seed)
         fill = end_id if end_id is not None else 0
         vocab_ids = ops.arange(vocab)
 
@@ -232,22 +235,24 @@ class DecoderOnlyEngine:
             else:
                 if strategy == "sample":
                     logits = filter_logits(logits, top_k, top_p, temperature)
-                    token = sample(logits, rng.uniform(ops.shape(logits), step))
+                    token = sample(logits, backend.uniform_noise(ops.shape(logits), s["seed"], step))
                 else:
                     token = ops.cast(ops.argmax(logits, axis=-1), "int32")
                 token = ops.where(finished, fill, token)
-            out = ops.slice_update(out, (0, step), token[:, None])
+            # masked writes, not slice updates: the step index stays a tensor (trace-safe)
+            out = ops.where(ops.arange(max_new)[None, :] == step, token[:, None], out)
             if end_id is not None:
                 finished = ops.logical_or(finished, token == end_id)
             if penalty != 1.0:
                 seen = ops.logical_or(seen, vocab_ids[None, :] == token[:, None])
             column = prompt_len + step
-            key_valid = ops.slice_update(key_valid, (0, column), ops.ones((rows, 1), "bool"))
+            key_valid = ops.logical_or(key_valid, (ops.arange(max_len) == column)[None, :])
             logits, caches = self.step(token, column, positions, key_valid, caches)
             return dict(step=step + 1, logits=logits, caches=caches, key_valid=key_valid, seen=seen,
-                        positions=positions + 1, out=out, finished=finished, scores=scores)
+                        positions=positions + 1, out=out, finished=finished, scores=scores,
+                        seed=s["seed"])
 
-        state = ops.while_loop(cond, body, state)
+        state = loop(cond, body, state)
         return state["out"], state["scores"], state["step"]
 
     # -- public --------------------------------------------------------------
@@ -424,7 +429,7 @@ def _stream(engine, prompts, max_new_tokens, options, seed):
         engine.programs[key] = (prefill, step)
     prefill, step = engine.programs[key]
     logits, caches, key_valid = prefill(*(ops.convert_to_tensor(x) for x in arrays[:3] + tuple(extra)))
-    rng = backend.StepRandom(seed)
+    seed = 0 if seed is None else int(seed)
     seen = np.zeros((batch, engine.vocab_size), bool)
     for row, prompt in enumerate(prompts):
         seen[row, tokens[row][-len(prompt):] if engine.kind != "seq2seq" else tokens[row]] = True
@@ -433,7 +438,7 @@ def _stream(engine, prompts, max_new_tokens, options, seed):
     for t in range(max_new_tokens):
         scores = process_logits(logits, ops.convert_to_tensor(seen), t, penalty, end_id, min_new)
         if strategy == "sample":
-            token = sample(filter_logits(scores, top_k, top_p, temperature), rng.uniform(ops.shape(scores), t))
+            token = sample(filter_logits(scores, top_k, top_p, temperature), backend.uniform_noise(ops.shape(scores), seed, t))
         else:
             token = ops.argmax(scores, axis=-1)
         token = np.asarray(ops.convert_to_numpy(token), "int32")
