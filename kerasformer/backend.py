@@ -6,6 +6,7 @@ autograd for inference) lives here, so the rest of the code never asks which
 backend it runs on.
 """
 import contextlib
+import math
 import weakref
 
 import keras
@@ -121,13 +122,11 @@ def uniform_noise(shape, seed, step):
             x = (x * 0xC2B2AE35) & mask
             return x ^ (x >> 16)
 
-        seed = torch.as_tensor(seed).to(torch.int64) & mask
-        step = torch.as_tensor(step).to(torch.int64) & mask
+        # keras.ops places the tensors on Keras' device (a GPU when there is one)
+        seed = keras.ops.convert_to_tensor(seed).to(torch.int64) & mask
+        step = keras.ops.convert_to_tensor(step).to(torch.int64) & mask
         key = mix(mix(seed) ^ ((step * 0x9E3779B1 + 0x7F4A7C15) & mask))
-        count = 1
-        for size in shape:
-            count *= int(size)
-        index = torch.arange(count, dtype=torch.int64).reshape(tuple(int(s) for s in shape))
+        index = keras.ops.reshape(keras.ops.arange(math.prod(shape), dtype="int64"), tuple(shape))
         bits = mix(mix(index ^ key) ^ ((key * 0x9E3779B1) & mask))
         return ((bits.to(torch.float64) + 0.5) / 2.0 ** 32).to(torch.float32)
     seed = keras.ops.stack([keras.ops.cast(seed, "uint32"), keras.ops.cast(step, "uint32")])
@@ -195,7 +194,7 @@ class _TorchGraph:
             if self.graph is None:
                 from torch.fx.experimental.proxy_tensor import make_fx
 
-                self.graph = make_fx(self.fn)(*args)
+                self.graph = make_fx(lambda *a: self.fn(*a))(*args)  # any callable, bound methods too
                 self.packed = _prepack_matmuls(self.graph)
             for attribute, weight, transposed in self.packed:
                 setattr(self.graph, attribute, _packed_weight(weight, transposed))

@@ -114,6 +114,42 @@ def test_cached_equals_uncached_and_batched_equals_unbatched(application):
         assert tokens == uncached_greedy(model, prompt, 8, unilm=application == "unilm")
 
 
+def randomize_(model, scale=2.0, seed=0):
+    """Matrices of a healthy scale: a fresh model's near-uniform outputs would let a wrong
+    position encoding still produce the same (degenerate) tokens."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        if len(variable.shape) == 2:
+            fan_in = 1 if "Embedding" in variable.path else variable.shape[0]
+            variable.assign(rng.normal(0.0, scale / fan_in ** 0.5, variable.shape).astype("float32"))
+    return model
+
+
+@pytest.mark.parametrize("application", ["lm", "unilm"])
+@pytest.mark.parametrize("family,options", [
+    ("roformer", {}),
+    ("roformer", {"rotary_value": True}),
+    ("roformer_v2", {}),
+    ("nezha", {"max_relative_position": 3}),  # small K: the clipping is exercised
+])
+def test_position_encodings_decode_cached_as_uncached(family, options, application):
+    """Rotary and relative positions under the cache: per-row positions of a left-padded
+    batch, the newest query against the whole cache."""
+    model = randomize_(build_transformer_model(**TINY, model=family, application=application,
+                                               with_mlm=True, **options))
+    unilm = application == "unilm"
+    batched = generate(model, PROMPTS, 8)
+    assert len({tuple(t) for t in batched}) > 1  # not a degenerate model
+    for prompt, tokens in zip(PROMPTS, batched):
+        assert tokens == uncached_greedy(model, prompt, 8, unilm=unilm)
+        assert tokens == generate(model, [prompt], 8)[0]
+    # scores are sums of log-probabilities through the cache: compare them, not just argmaxes
+    for prompt, beams in zip(PROMPTS, generate(model, PROMPTS, 4, strategy="beam", num_beams=2,
+                                               return_all_beams=True)):
+        for tokens, score in beams:
+            assert abs(score - sequence_log_prob(model, prompt, tokens, unilm=unilm)) < 1e-3
+
+
 def sequence_log_prob(model, prompt, tokens, unilm=True):
     ids = list(prompt) + list(tokens)
     segments = [0] * len(prompt) + [1 if unilm else 0] * len(tokens)
@@ -159,6 +195,56 @@ def test_sampling_respects_top_k_and_top_p_and_seed():
     assert a == b and a != c
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_sampling_draws_from_the_softmax(temperature):
+    """3,000 copies of one prompt in a batch, one draw each: the frequencies match
+    softmax(logits / temperature) within four standard errors."""
+    model = randomize_(build_transformer_model(**{**TINY, "vocab_size": 8}, application="lm",
+                                               with_mlm="linear"), scale=0.5)
+    prompt, n = [5, 1, 3], 3000
+    logits = predict(model, [np.array([prompt], "int32"), np.zeros((1, 3), "int32")])[0, -1]
+    probs = np.exp((logits - logits.max()) / temperature)
+    probs /= probs.sum()
+    drawn = generate(model, [prompt] * n, 1, strategy="sample", temperature=temperature, seed=11)
+    freq = np.bincount([row[0] for row in drawn], minlength=8) / n
+    assert np.all(np.abs(freq - probs) <= 4 * np.sqrt(probs * (1 - probs) / n) + 1e-3), (freq, probs)
+
+
+def test_uniform_noise_is_uniform_and_keyed_by_seed_and_step():
+    from kerasformer.backend import uniform_noise
+
+    u = np.asarray(ops_to_numpy(uniform_noise((200, 500), 3, 0)))
+    assert u.min() > 0 and u.max() < 1
+    counts = np.histogram(u, bins=10, range=(0, 1))[0]
+    assert np.all(np.abs(counts - 10_000) < 500)  # ~5 standard deviations
+    assert np.array_equal(u, ops_to_numpy(uniform_noise((200, 500), 3, 0)))
+    for other in (uniform_noise((200, 500), 4, 0), uniform_noise((200, 500), 3, 1)):
+        assert abs(np.corrcoef(u.ravel(), ops_to_numpy(other).ravel())[0, 1]) < 0.02
+
+
+def ops_to_numpy(x):
+    import keras
+
+    return keras.ops.convert_to_numpy(x)
+
+
+def test_stream_sampling_equals_sampling(hf_gpt2):
+    _, model = hf_gpt2
+    steps = list(generate(model, PROMPTS, 5, strategy="sample", top_k=20, seed=3, stream=True))
+    assert [list(column) for column in zip(*steps)] == generate(model, PROMPTS, 5, strategy="sample",
+                                                                top_k=20, seed=3)
+
+
+def test_generate_follows_weight_updates():
+    """Compiled programs (and torch's prepacked weights) must see weights assigned later."""
+    model = randomize_(build_transformer_model(**TINY, application="lm", with_mlm=True), seed=1)
+    other = randomize_(build_transformer_model(**TINY, application="lm", with_mlm=True), seed=2)
+    before = generate(model, PROMPTS, 6)
+    model.set_weights(other.get_weights())
+    after = generate(model, PROMPTS, 6)
+    assert after == generate(other, PROMPTS, 6) and after != before
+
+
 def test_stream_yields_the_greedy_tokens(hf_gpt2):
     _, model = hf_gpt2
     steps = list(generate(model, PROMPTS, 5, stream=True))
@@ -183,3 +269,31 @@ def test_bad_arguments_are_named(hf_gpt2):
     encoder = build_transformer_model(**TINY)
     with pytest.raises(KerasformerError, match="with_mlm=True"):
         generate(encoder, PROMPTS, 4)
+
+
+@pytest.mark.parametrize("family,application", [("gpt2", "lm"), ("roformer", "unilm"), ("albert", "lm")])
+def test_generate_on_a_model_loaded_from_keras_file(tmp_path, family, application):
+    """The family is rebuilt from the settings saved in the model's config and bound to
+    the loaded layers, so the cached engine works on a reloaded model."""
+    import keras
+
+    options = {} if family == "gpt2" else {"application": application, "with_mlm": True}
+    model = randomize_(build_transformer_model(**TINY, model=family, **options))
+    path = str(tmp_path / f"{family}.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    expected = generate(model, PROMPTS, 6)
+    assert generate(restored, PROMPTS, 6) == expected
+    assert generate(restored, PROMPTS, 3, strategy="beam", num_beams=2) == \
+        generate(model, PROMPTS, 3, strategy="beam", num_beams=2)
+
+
+def test_generate_on_a_t5_loaded_from_keras_file(tmp_path, hf_t5):
+    import keras
+
+    _, transformer = hf_t5
+    path = str(tmp_path / "t5.keras")
+    transformer.model.save(path)
+    restored = keras.saving.load_model(path)
+    prompts = [[5, 6, 7, 1], [9, 1]]
+    assert generate(restored, prompts, 5) == generate(transformer, prompts, 5)

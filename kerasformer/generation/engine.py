@@ -30,7 +30,7 @@ class DecodingPass:
     """What one cached forward pass needs; handed to ``Transformer.cached_call``."""
 
     def __init__(self, attention_mask, position_ids, caches, cache_index, max_len=None,
-                 batch=None, return_logits=True):
+                 batch=None, return_logits=True, last_only=False):
         self.attention_mask = attention_mask
         self.key_length = attention_mask.shape[-1]  # the cache length
         self.position_ids = position_ids
@@ -39,7 +39,13 @@ class DecodingPass:
         self.max_len = max_len  # set on the prefill pass: caches are created there
         self.batch = batch
         self.return_logits = return_logits
+        self.last_only = last_only
         self.seen = {}
+
+    def before_heads(self, x):
+        """The hidden states the output heads see: on a prefill only the last position
+        predicts anything, and the vocabulary projection of the others would be wasted."""
+        return x[:, -1:] if self.last_only else x
 
     def _key(self, layer):
         # a layer applied at several depths (ALBERT) needs one cache per application
@@ -163,7 +169,7 @@ class DecoderOnlyEngine:
         limit = ops.full((length,), length - 1, "int32") if self.kind == "unilm" else ops.arange(length)
         mask = ops.logical_and(key_valid[:, None, None, :],
                                cols[None, None, None, :] <= limit[None, None, :, None])
-        decoding = DecodingPass(mask, positions, {}, 0, max_len=max_len, batch=batch)
+        decoding = DecodingPass(mask, positions, {}, 0, max_len=max_len, batch=batch, last_only=True)
         logits = self.transformer.cached_call(self._inputs(tokens, 0), decoding)
         return logits[:, -1], decoding.caches, key_valid
 
@@ -423,10 +429,9 @@ def _stream(engine, prompts, max_new_tokens, options, seed):
     key = ("stream",) + options + (tuple(a.shape for a in arrays), max_new_tokens)
     if key not in engine.programs:
         max_len = prompt_len + max_new_tokens
-        prefill = backend.stateless_function(
-            lambda t, v, p, *e: engine.prefill(t, v, p, max_len, *e), engine.variables)
-        step = backend.stateless_function(engine.step, engine.variables)
-        engine.programs[key] = (prefill, step)
+        prefill = backend.traced(lambda t, v, p, *e: engine.prefill(t, v, p, max_len, *e))
+        engine.programs[key] = (backend.stateless_function(prefill, engine.variables),
+                                backend.stateless_function(backend.traced(engine.step), engine.variables))
     prefill, step = engine.programs[key]
     logits, caches, key_valid = prefill(*(ops.convert_to_tensor(x) for x in arrays[:3] + tuple(extra)))
     seed = 0 if seed is None else int(seed)
@@ -449,5 +454,6 @@ def _stream(engine, prompts, max_new_tokens, options, seed):
         if finished.all() or t == max_new_tokens - 1:
             return
         key_valid = ops.slice_update(key_valid, (0, prompt_len + t), ops.ones((batch, 1), "bool"))
-        logits, caches = step(ops.convert_to_tensor(token), prompt_len + t, current, key_valid, caches)
+        column = ops.convert_to_tensor(prompt_len + t, "int32")  # a tensor: one compiled step for all
+        logits, caches = step(ops.convert_to_tensor(token), column, current, key_valid, caches)
         current = current + 1

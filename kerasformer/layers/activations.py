@@ -1,8 +1,6 @@
 """Activation names as they appear in checkpoint configs, mapped to functions."""
-import math
 
 import keras
-from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
@@ -13,8 +11,10 @@ def gelu_erf(x):
 
 @keras.saving.register_keras_serializable(package="kerasformer")
 def gelu_tanh(x):
-    """The tanh approximation of GELU: GPT-2's ``gelu_new`` and HF's ``gelu_pytorch_tanh``."""
-    return 0.5 * x * (1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * ops.power(x, 3))))
+    """The tanh approximation of GELU, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))):
+    GPT-2's ``gelu_new`` and HF's ``gelu_pytorch_tanh``. Keras' fused op computes exactly
+    this formula on every backend (one kernel on torch instead of eight)."""
+    return keras.activations.gelu(x, approximate=True)
 
 
 _ACTIVATIONS = {

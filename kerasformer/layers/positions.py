@@ -35,10 +35,12 @@ def sinusoidal_table(num_positions, depth):
     return table
 
 
-def relative_position_ids(q_len, k_len, max_relative_position):
+def relative_position_ids(q_len, k_len, max_relative_position, query_offset=0):
     """``ids[i, j] = clip(j - i, -K, K) + K``: the row of the relative table that query i
-    uses for key j (NEZHA / Shaw et al. 2018, shifted so that ids are >= 0)."""
-    q_idx = ops.expand_dims(ops.arange(q_len, dtype="int32"), 1)
+    uses for key j (NEZHA / Shaw et al. 2018, shifted so that ids are >= 0). Query i sits
+    at position ``query_offset + i`` (cached decoding: the newest positions)."""
+    q_idx = ops.arange(q_len, dtype="int32") + ops.cast(query_offset, "int32")
+    q_idx = ops.expand_dims(q_idx, 1)
     k_idx = ops.expand_dims(ops.arange(k_len, dtype="int32"), 0)
     distance = ops.clip(k_idx - q_idx, -max_relative_position, max_relative_position)
     return distance + max_relative_position
@@ -65,11 +67,19 @@ class RelativePositionEmbedding(keras.layers.Layer):
         self.output_dim = int(output_dim)
         self._table = sinusoidal_table(2 * self.max_relative_position + 1, self.output_dim)
 
-    def call(self, inputs):
+    def call(self, inputs, query_offset=0, key_length=None):
+        """``query_offset`` / ``key_length``: cached decoding, where the queries are the
+        newest positions and the keys the whole cache."""
         q, k = inputs if isinstance(inputs, (list, tuple)) else (inputs, inputs)
-        ids = relative_position_ids(ops.shape(q)[1], ops.shape(k)[1], self.max_relative_position)
+        k_len = ops.shape(k)[1] if key_length is None else key_length
+        ids = relative_position_ids(ops.shape(q)[1], k_len, self.max_relative_position, query_offset)
         table = ops.convert_to_tensor(self._table.astype(np.float32))
         return ops.cast(ops.take(table, ids, axis=0), self.compute_dtype)
+
+    def decoding_call(self, inputs, decoding, **arguments):
+        # Only j - i matters, and a left-padded row shifts its query and key positions
+        # alike, so cache slots serve as positions: queries at cache_index onwards.
+        return self.call(inputs, query_offset=decoding.cache_index, key_length=decoding.key_length)
 
     def compute_output_spec(self, inputs):
         q, k = inputs if isinstance(inputs, (list, tuple)) else (inputs, inputs)
@@ -99,15 +109,23 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
             raise KerasformerError(f"rotary position embedding needs an even head size, got {output_dim}")
         self.output_dim = int(output_dim)
 
-    def call(self, inputs):
-        length = ops.shape(inputs)[1]
-        positions = ops.arange(length, dtype="float32")
+    def call(self, inputs, position_ids=None):
+        """``position_ids`` (``[batch, length]``, optional): the positions to encode, giving
+        ``[batch, length, output_dim]``; by default ``0 .. length - 1`` for every row."""
+        if position_ids is None:
+            position_ids = ops.expand_dims(ops.arange(ops.shape(inputs)[1]), 0)
+        positions = ops.cast(position_ids, "float32")
         inv_freq = ops.convert_to_tensor(
             np.power(10000.0, -2.0 * np.arange(self.output_dim // 2) / self.output_dim).astype(np.float32))
-        angles = ops.expand_dims(positions, 1) * ops.expand_dims(inv_freq, 0)  # [length, depth/2]
-        table = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)  # [length, depth/2, 2]
-        table = ops.reshape(table, (1, length, self.output_dim))
+        angles = ops.expand_dims(positions, -1) * inv_freq  # [batch, length, depth/2]
+        table = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)  # [batch, length, depth/2, 2]
+        table = ops.reshape(table, tuple(ops.shape(positions)) + (self.output_dim,))
         return ops.cast(table, self.compute_dtype)
+
+    def decoding_call(self, inputs, decoding, **arguments):
+        # each row of a left-padded batch numbers its own tokens: rotate by those positions
+        # (with rotary_value the output depends on absolute positions, not only on j - i)
+        return self.call(inputs, position_ids=decoding.position_ids)
 
     def compute_output_spec(self, inputs):
         return keras.KerasTensor((1, inputs.shape[1], self.output_dim), dtype=self.compute_dtype)

@@ -117,6 +117,11 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
         raise KerasformerError(
             f"missing model settings {', '.join(missing)}: pass config_path or the keyword arguments")
     transformer = cls(**configs)
+    # recorded in the model's config, so a model loaded from .keras can rebuild its family
+    if not isinstance(model, str):
+        key = getattr(cls, "model_key", None)
+        key = key if key in MODELS and get_family(key) is cls else None
+    transformer.settings = {"model": key, **configs} if key else None
     transformer.build()
     if checkpoint_path is not None:
         try:

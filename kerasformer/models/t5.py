@@ -302,8 +302,8 @@ class T5(Transformer):
 
         self.inputs = [encoder_ids, decoder_ids]
         self.outputs = self.call_decoder(encodings, decoder_ids)
-        self.model = keras.Model(self.inputs, self.outputs, name=self.name or "T5")
-        for model in (self.encoder, self.decoder, self.model):  # generate() finds its way back
+        self.model = self.keras_model(self.inputs, self.outputs, name=self.name or "T5")
+        for model in (self.encoder, self.decoder):  # generate() finds its way back
             model._kerasformer_transformer = self
         self.built = True
         return self.model

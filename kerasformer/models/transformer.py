@@ -94,16 +94,27 @@ class Transformer:
             setattr(self, key, value)
         self.inputs = self.get_inputs()
         self.outputs = self.call(self.inputs)
-        self.model = keras.Model(self.inputs, self.outputs, name=self.name)
-        # a back-reference, so that generate(model, ...) finds the family's cached forward
-        self.model._kerasformer_transformer = self
+        self.model = self.keras_model(self.inputs, self.outputs, name=self.name)
         self.built = True
         return self.model
+
+    settings = None  # {"model": key, **constructor arguments}: set by build_transformer_model
+
+    def keras_model(self, inputs, outputs, name=None):
+        """The functional model over ``inputs`` -> ``outputs``, linked back to this family
+        object (``generate(model, ...)`` finds the family's cached forward through it) and
+        carrying ``settings`` in its config, so a model loaded from a ``.keras`` file can
+        rebuild the link (see :func:`built_transformer`)."""
+        model = TransformerModel(inputs, outputs, name=name, settings=_jsonable(self.settings))
+        model._kerasformer_transformer = self
+        return model
 
     def call(self, inputs):
         x = self.apply_embeddings(inputs)
         for index in range(self.num_hidden_layers):
             x = self.apply_main_layers(x, index)
+        if self._decoding is not None:  # a prefill needs the heads at the last position only
+            x = self._decoding.before_heads(x)
         return self.apply_final_layers(x)
 
     def prefixed(self, name):
@@ -154,6 +165,7 @@ class Transformer:
         return _global_dtype_policy(self.dtype_policy)
 
     _decoding = None  # a generation.engine.DecodingPass while a cached forward pass runs
+    per_call_tensors = ("attention_mask", "position_bias")  # built once per forward pass
 
     def cached_call(self, inputs, decoding, call=None):
         """Run the network eagerly on real tensors through the layers already built, with
@@ -161,12 +173,18 @@ class Transformer:
         the position ids and the key/value caches. The graph-building code above doubles
         as the incremental forward pass, so a family gets cached decoding for free as long
         as every layer goes through ``apply``."""
-        saved_mask = self.attention_mask
+        # tensors memoised per forward pass (see compute_attention_mask and the families'
+        # compute_position_bias) hold the symbolic ones of the build: recompute them here
+        saved = {name: getattr(self, name, None) for name in self.per_call_tensors}
+        for name in self.per_call_tensors:
+            setattr(self, name, None)
         self.attention_mask, self._decoding = decoding.attention_mask, decoding
         try:
             return (call or self.call)(inputs)
         finally:
-            self.attention_mask, self._decoding = saved_mask, None
+            for name, value in saved.items():
+                setattr(self, name, value)
+            self._decoding = None
 
     def get_inputs(self):
         raise NotImplementedError
@@ -323,6 +341,57 @@ def load_config(config_path):
     return config
 
 
+@keras.saving.register_keras_serializable(package="kerasformer")
+class TransformerModel(keras.Model):
+    """A functional ``keras.Model`` (what ``build_transformer_model`` returns) whose config
+    also records the family and its settings: ``keras.saving.load_model`` then gives back
+    a model that ``generate`` can still decode with a cache."""
+
+    def __init__(self, *args, settings=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.settings = settings
+
+    def get_config(self):
+        config = super().get_config()
+        if self.settings is not None:
+            config["settings"] = self.settings
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        settings = config.pop("settings", None)
+        model = super().from_config(config, custom_objects=custom_objects)
+        model.settings = settings
+        return model
+
+
+def _jsonable(settings):
+    """``settings`` as plain JSON values (numpy arrays to lists, dtype policies to names),
+    or None when something cannot be written: the model then saves without them."""
+    if settings is None:
+        return None
+    try:
+        text = json.dumps(settings, default=lambda v: v.tolist() if hasattr(v, "tolist")
+                          else getattr(v, "name", None) or str(v))
+    except (TypeError, ValueError):
+        return None
+    return json.loads(text)
+
+
 def built_transformer(model):
-    """The :class:`Transformer` that built ``model``, or None."""
-    return getattr(model, "_kerasformer_transformer", None)
+    """The :class:`Transformer` that built ``model``, or None. A model loaded from a
+    ``.keras`` file gets a family object rebuilt from the settings in its config, bound to
+    the loaded layers (nothing is created, no weight is copied)."""
+    transformer = getattr(model, "_kerasformer_transformer", None)
+    settings = getattr(model, "settings", None)
+    if transformer is None and settings:
+        from kerasformer.models import get_family
+
+        settings = dict(settings)
+        transformer = get_family(settings.pop("model"))(**settings)
+        transformer.layers = {layer.name: layer for layer in model.layers}
+        transformer.model, transformer.built = model, True
+        transformer.inputs, transformer.outputs = model.inputs, model.outputs
+        model._kerasformer_transformer = transformer
+    return transformer
