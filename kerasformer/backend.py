@@ -7,6 +7,7 @@ backend it runs on.
 """
 import contextlib
 import math
+import warnings
 import weakref
 
 import keras
@@ -39,8 +40,9 @@ def inference_mode():
 def compiled_forward(model):
     """A function ``f(inputs) -> outputs`` that runs ``model`` for inference, compiled
     where the backend compiles: ``jax.jit`` over ``stateless_call`` on JAX (traced once per
-    input shape), ``tf.function`` on TensorFlow, and eager under ``inference_mode`` on torch
-    (torch.compile's start-up cost rarely pays off on CPU for one-off calls).
+    input shape), ``tf.function`` on TensorFlow, and on torch an FX graph traced once per
+    input signature (:func:`traced`: no Keras dispatch, prepacked oneDNN matmuls), run
+    under ``inference_mode``.
     """
     backend = name()
     if backend == "jax":
@@ -63,13 +65,25 @@ def compiled_forward(model):
 
         return tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
     if backend == "torch":
+        graphs = {}  # input signature -> traced graph
 
         def forward(inputs):
+            flat = [keras.ops.convert_to_tensor(x) for x in keras.tree.flatten(inputs)]
+            signature = (str(keras.tree.map_structure(lambda _: 0, inputs)),
+                         tuple((tuple(x.shape), x.dtype) for x in flat))
+            if signature not in graphs:
+                if len(graphs) >= MAX_SIGNATURES:  # many shapes: forget the oldest
+                    graphs.pop(next(iter(graphs)))
+                graphs[signature] = traced(lambda *leaves: model(
+                    keras.tree.pack_sequence_as(inputs, leaves), training=False))
             with inference_mode():
-                return model(inputs, training=False)
+                return graphs[signature](*flat)
 
         return forward
     return lambda inputs: model(inputs, training=False)
+
+
+MAX_SIGNATURES = 32  # traced graphs kept per model (torch)
 
 
 _FORWARDS = weakref.WeakKeyDictionary()
@@ -170,10 +184,12 @@ class CompiledLoop:
 class _TorchGraph:
     """``fn`` as an FX graph of aten ops, traced on the first call.
 
-    Tracing runs ``fn`` once on the real tensors; in-place writes to its inputs (the
-    key/value caches) stay in-place ops of the graph, and repeating them in the first
-    real run writes the same values again. Model weights become constants of the graph
-    (the very same tensors, so in-place updates such as ``Variable.assign`` are seen).
+    Tracing runs ``fn`` on fake tensors (shapes and dtypes only), so nothing is computed
+    twice and a value read on the host (``int(t)``, ``if t:``) raises instead of being
+    frozen into the graph; ``fn`` then simply runs eagerly, with a warning. In-place
+    writes to the inputs (the key/value caches) stay in-place ops of the graph. Model
+    weights become constants of the graph (the very same tensors, so in-place updates
+    such as ``Variable.assign`` are seen).
 
     On CPU the graph's matrix products with a weight (``mm(x, W)``, ``W`` a float32
     constant, possibly transposed) then run through oneDNN on a prepacked copy of the
@@ -194,8 +210,19 @@ class _TorchGraph:
             if self.graph is None:
                 from torch.fx.experimental.proxy_tensor import make_fx
 
-                self.graph = make_fx(lambda *a: self.fn(*a))(*args)  # any callable, bound methods too
+                try:  # fake tensors: nothing is computed, and a host read of a value raises
+                    self.graph = make_fx(lambda *a: self.fn(*a), tracing_mode="fake",
+                                         _allow_non_fake_inputs=True)(*args)
+                except Exception as error:  # noqa: BLE001 -- any failure: run eagerly instead
+                    result = self.fn(*args)  # a genuine error in fn surfaces here
+                    self.graph = False
+                    warnings.warn(f"kerasformer: could not trace {getattr(self.fn, '__name__', self.fn)} "
+                                  f"into a torch graph ({type(error).__name__}: {error}); it runs "
+                                  "eagerly, which is correct but slower", stacklevel=3)
+                    return result
                 self.packed = _prepack_matmuls(self.graph)
+            if self.graph is False:
+                return self.fn(*args)
             for attribute, weight, transposed in self.packed:
                 setattr(self.graph, attribute, _packed_weight(weight, transposed))
             return self.graph(*args)

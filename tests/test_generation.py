@@ -94,13 +94,22 @@ def test_t5_greedy_equals_hf_for_a_ragged_batch(hf_t5):
         assert tokens == out[0, 1:].tolist()  # HF's output starts with the decoder start token
 
 
+def full_forward(model, ids, segments, width=32):
+    """The model on the whole sequence, right-padded to ``width`` so that one compiled
+    shape serves every length: under a causal (LM) or UniLM mask no real token sees the
+    padding after it (padding takes the last segment), so the real positions are exact."""
+    pad = width - len(ids)
+    x = np.array([list(ids) + [0] * pad], "int32")
+    s = np.array([list(segments) + [segments[-1]] * pad], "int32")
+    return predict(model, [x, s])[0, : len(ids)]
+
+
 def uncached_greedy(model, prompt, n, unilm=False):
     """bert4keras' way: run the whole sequence through the model for every new token."""
     ids, segments = list(prompt), [0] * len(prompt)
     for _ in range(n):
-        x = np.array([ids], "int32")
-        probs = predict(model, [x, np.array([segments], "int32")])
-        ids.append(int(probs[0, -1].argmax()))
+        probs = full_forward(model, ids, segments)
+        ids.append(int(probs[-1].argmax()))
         segments.append(1 if unilm else 0)
     return ids[len(prompt):]
 
@@ -153,7 +162,7 @@ def test_position_encodings_decode_cached_as_uncached(family, options, applicati
 def sequence_log_prob(model, prompt, tokens, unilm=True):
     ids = list(prompt) + list(tokens)
     segments = [0] * len(prompt) + [1 if unilm else 0] * len(tokens)
-    probs = predict(model, [np.array([ids], "int32"), np.array([segments], "int32")])[0]
+    probs = full_forward(model, ids, segments)
     return float(sum(np.log(probs[len(prompt) - 1 + i, t]) for i, t in enumerate(tokens)))
 
 

@@ -1,0 +1,60 @@
+"""kerasformer.backend: the torch graph path (traced once, prepacked matmuls, eager
+fallback) and the per-backend helpers the rest of the code relies on."""
+import keras
+import numpy as np
+import pytest
+
+from kerasformer import backend
+from kerasformer.backend import predict
+
+torch_only = pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch graph path")
+
+
+def dense_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((None, 16))
+    x = keras.layers.Dense(32, activation="gelu")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(8)(x))
+
+
+@torch_only
+def test_traced_graph_prepacks_weight_matmuls_and_matches_eager():
+    import torch
+
+    model = dense_model()
+    x = np.random.default_rng(0).normal(size=(3, 5, 16)).astype("float32")
+    graph = backend.traced(lambda t: model(t, training=False))
+    out = graph(torch.from_numpy(x))
+    if torch.backends.mkldnn.is_available():
+        assert len(graph.packed) == 2  # both Dense kernels
+        assert "mkldnn._linear_pointwise" in graph.graph.code and "aten.mm" not in graph.graph.code
+    np.testing.assert_allclose(out.numpy(), keras.ops.convert_to_numpy(model(x)), atol=1e-5)
+
+
+@torch_only
+def test_untraceable_code_runs_eagerly_with_a_warning():
+    class HostRead(keras.layers.Layer):  # reads a value on the host: not trace-safe
+        def call(self, x):
+            return x * 2 if float(keras.ops.sum(x)) > 0 else x * 3
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, HostRead()(inputs))
+    with pytest.warns(UserWarning, match="could not trace"):
+        assert np.allclose(predict(model, np.ones((1, 3), "float32")), 2)
+    assert np.allclose(predict(model, -np.ones((1, 3), "float32")), -3)  # nothing was frozen
+
+
+def test_predict_sees_weights_assigned_after_the_first_call():
+    model, other = dense_model(0), dense_model(1)
+    x = np.ones((2, 5, 16), "float32")
+    first = predict(model, x)
+    model.set_weights(other.get_weights())
+    np.testing.assert_allclose(predict(model, x), predict(other, x), atol=1e-6)
+    assert not np.allclose(first, predict(model, x))
+
+
+def test_predict_compiles_per_input_shape():
+    model = dense_model()
+    for length in (5, 5, 3):
+        x = np.random.default_rng(length).normal(size=(2, length, 16)).astype("float32")
+        np.testing.assert_allclose(predict(model, x), keras.ops.convert_to_numpy(model(x)), atol=1e-5)
