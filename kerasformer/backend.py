@@ -40,9 +40,9 @@ def inference_mode():
 def compiled_forward(model):
     """A function ``f(inputs) -> outputs`` that runs ``model`` for inference, compiled
     where the backend compiles: ``jax.jit`` over ``stateless_call`` on JAX (traced once per
-    input shape), ``tf.function`` on TensorFlow, and on torch an FX graph traced once per
-    input signature (:func:`traced`: no Keras dispatch, prepacked oneDNN matmuls), run
-    under ``inference_mode``.
+    input shape), ``tf.function`` on TensorFlow, and on torch an FX graph traced per
+    input signature that recurs (:func:`traced`: no Keras dispatch, prepacked oneDNN
+    matmuls), run under ``inference_mode``.
     """
     backend = name()
     if backend == "jax":
@@ -65,13 +65,22 @@ def compiled_forward(model):
 
         return tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
     if backend == "torch":
-        graphs = {}  # input signature -> traced graph
+        graphs, seen = {}, {}  # input signature -> traced graph / calls so far
 
         def forward(inputs):
             flat = [keras.ops.convert_to_tensor(x) for x in keras.tree.flatten(inputs)]
             signature = (str(keras.tree.map_structure(lambda _: 0, inputs)),
                          tuple((tuple(x.shape), x.dtype) for x in flat))
             if signature not in graphs:
+                # A trace costs a few eager calls and pays off only when a shape recurs; a
+                # bert4keras-style decoding loop sends a new length every step. So trace
+                # a signature on its TRACE_AFTER-th call and run the others eagerly.
+                if len(seen) > 4096:
+                    seen.clear()
+                seen[signature] = seen.get(signature, 0) + 1
+                if seen[signature] < TRACE_AFTER:
+                    with inference_mode():
+                        return model(keras.tree.pack_sequence_as(inputs, flat), training=False)
                 if len(graphs) >= MAX_SIGNATURES:  # many shapes: forget the oldest
                     graphs.pop(next(iter(graphs)))
                 graphs[signature] = traced(lambda *leaves: model(
@@ -83,6 +92,7 @@ def compiled_forward(model):
     return lambda inputs: model(inputs, training=False)
 
 
+TRACE_AFTER = 3  # torch: calls with one input signature before it gets a traced graph
 MAX_SIGNATURES = 32  # traced graphs kept per model (torch)
 
 

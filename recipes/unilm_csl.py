@@ -25,13 +25,10 @@ atomically to ``--out``, and the vocabulary next to it.
 """
 import argparse
 import collections
-import json
 import math
 import os
 import sys
-import tempfile
 import time
-import unicodedata
 
 import numpy as np
 
@@ -39,7 +36,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, REPO)
 
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (recipes/common.py: vocabulary, atomic JSON writes)
 
 
 def parse_args(argv=None):
@@ -86,50 +84,6 @@ def load_pairs(path, limit=0):
             if limit and len(pairs) == limit:
                 break
     return pairs
-
-
-def normalize(text):
-    """What the uncased tokenizer sees: lower case, accents stripped (NFD minus marks)."""
-    text = unicodedata.normalize("NFD", text.lower())
-    return "".join(c for c in text if unicodedata.category(c) != "Mn")
-
-
-def build_char_vocab(texts, min_count=1):
-    """[PAD] [UNK] [CLS] [SEP] [MASK], then every character seen ``min_count`` times (most
-    frequent first), plus a '##' continuation piece for each ASCII letter / digit so
-    that Latin words and numbers split into characters instead of becoming [UNK]."""
-    counts = collections.Counter()
-    for text in texts:
-        counts.update(c for c in normalize(text) if not c.isspace())
-    chars = [c for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count]
-    pieces = ["##" + c for c in chars if c.isascii() and c.isalnum()]
-    tokens = SPECIAL_TOKENS + chars + pieces
-    return {t: i for i, t in enumerate(tokens)}
-
-
-def write_vocab(path, token_dict):
-    from kerasformer import save_vocab
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    save_vocab(tmp, token_dict)
-    os.replace(tmp, path)
-
-
-def atomic_write(path, text):
-    """Write ``text`` to ``path`` through a temporary file and a rename, so a reader
-    never sees half a file and an interrupted run leaves the previous one intact."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # ---------------------------------------------------------------- metrics
@@ -230,7 +184,7 @@ def score(predictions, references):
 
 def clean(text):
     """Text compared at character level: normalised like the tokenizer, no spaces."""
-    return "".join(normalize(text).split())
+    return "".join(common.normalize(text).split())
 
 
 # ---------------------------------------------------------------- model and training
@@ -302,20 +256,6 @@ def train(model, batches, args):
 
 
 # ---------------------------------------------------------------- decoding
-def engine_generate():
-    """``kerasformer.generate`` if this build has the cached engine, else None."""
-    try:
-        import kerasformer
-
-        if hasattr(kerasformer, "generate"):
-            return kerasformer.generate
-        from kerasformer.generation.engine import generate
-
-        return generate
-    except ImportError:
-        return None
-
-
 def decode_engine(model, prompts, args, end_id, generate):
     from tqdm import tqdm
 
@@ -360,8 +300,6 @@ def main(argv=None):
     import kerasformer  # noqa: F401  (picks JAX unless KERAS_BACKEND says otherwise)
     import keras
 
-    from kerasformer import Tokenizer, load_vocab
-
     keras.utils.set_random_seed(args.seed)
     started = time.time()
     data_dir = os.path.abspath(args.data_dir)
@@ -370,15 +308,9 @@ def main(argv=None):
     print(f"CSL titles: {len(train_pairs)} training pairs (ts_dev), {len(test_pairs)} test pairs "
           f"(ts_test); backend {keras.backend.backend()}")
 
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    vocab_path = os.path.join(out_dir, os.path.splitext(os.path.basename(args.out))[0] + "_vocab.txt")
-    keep_tokens = None
-    if args.vocab:  # a pretrained vocabulary, trimmed to what a Chinese model needs
-        token_dict, keep_tokens = load_vocab(args.vocab, simplified=True, startswith=SPECIAL_TOKENS[:4])
-    else:
-        token_dict = build_char_vocab([a + t for a, t in train_pairs], args.min_count)
-    write_vocab(vocab_path, token_dict)
-    tokenizer = Tokenizer(token_dict, do_lower_case=True)
+    # a pretrained vocabulary trimmed to what a Chinese model needs, or characters seen
+    tokenizer, token_dict, keep_tokens, vocab_path = common.make_tokenizer(
+        args, [a + t for a, t in train_pairs], args.out)
     print(f"vocabulary: {len(token_dict)} tokens -> {vocab_path}")
 
     model = build(args, len(token_dict), keep_tokens)
@@ -399,14 +331,12 @@ def main(argv=None):
     t0 = time.time()
     outputs = None
     if decoder == "engine":
-        generate = engine_generate()
-        if generate is None:
-            note = "kerasformer.generate is not available in this build"
-        else:
-            try:
-                outputs = decode_engine(model, prompts, args, end_id, generate)
-            except Exception as e:  # noqa: BLE001  (any engine failure: fall back, say why)
-                note = f"kerasformer.generate failed: {type(e).__name__}: {e}"
+        from kerasformer import generate
+
+        try:
+            outputs = decode_engine(model, prompts, args, end_id, generate)
+        except Exception as e:  # noqa: BLE001  (any engine failure: fall back, say why)
+            note = f"kerasformer.generate failed: {type(e).__name__}: {e}"
         if outputs is None:
             print(f"NOTE: {note}; falling back to the bert4keras-style AutoRegressiveDecoder "
                   "(uncached, much slower)")
@@ -442,7 +372,7 @@ def main(argv=None):
         "examples": [{"abstract": a[:120] + ("..." if len(a) > 120 else ""), "reference": t,
                       "prediction": p} for (a, t), p in list(zip(test_pairs, predictions))[:args.examples]],
     }
-    atomic_write(args.out, json.dumps(results, ensure_ascii=False, indent=2) + "\n")
+    common.write_json(args.out, results)
     print(f"results -> {os.path.abspath(args.out)} (train {train_seconds:.0f} s, decode "
           f"{decode_seconds:.0f} s, total {time.time() - started:.0f} s)")
     return results

@@ -23,6 +23,7 @@ sys.path.insert(0, RECIPES)
 import classify  # noqa: E402
 import common  # noqa: E402
 import ner_peoples_daily as ner  # noqa: E402
+import unilm_csl  # noqa: E402
 
 TINY = ["--epochs", "1", "--layers", "1", "--hidden-size", "32", "--maxlen", "16", "--batch-size", "16",
         "--quiet"]
@@ -30,44 +31,46 @@ TINY = ["--epochs", "1", "--layers", "1", "--hidden-size", "32", "--maxlen", "16
 
 # ---------------------------------------------------------------------------- data sets
 
-def _ner_dir(tmp_path):
-    real = common.data_path("ner_peoples_daily")
-    if os.path.isfile(os.path.join(real, "train.txt")):
+def _data_dir(tmp_path, real, marker, write):
+    """The shared dataset folder ``real`` when it holds ``marker``, else a small synthetic
+    set in the same format, written by ``write(folder, rng)`` under ``tmp_path``."""
+    if os.path.isfile(os.path.join(real, marker)):
         return real
-    folder = tmp_path / "ner"
+    folder = tmp_path / os.path.basename(real)
     folder.mkdir()
-    rng = np.random.default_rng(0)
-    entities = [("张三", "nr"), ("北京", "ns"), ("国务院", "nt"), ("李四光", "nr"), ("上海", "ns")]
-    for name, n in (("train.txt", 64), ("dev.txt", 32)):
-        lines = []
-        for _ in range(n):
-            for _ in range(3):
-                for c in "我们在说":
-                    lines.append(f"{c} O")
-                text, kind = entities[rng.integers(len(entities))]
-                tags = ["B"] + ["M"] * (len(text) - 2) + ["E"]
-                lines.extend(f"{c} {t}_{kind}" for c, t in zip(text, tags))
-            lines.append("")
-        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write(folder, np.random.default_rng(0))
     return str(folder)
+
+
+def _ner_dir(tmp_path):
+    def write(folder, rng):
+        entities = [("张三", "nr"), ("北京", "ns"), ("国务院", "nt"), ("李四光", "nr"), ("上海", "ns")]
+        for name, n in (("train.txt", 64), ("dev.txt", 32)):
+            lines = []
+            for _ in range(n):
+                for _ in range(3):
+                    lines.extend(f"{c} O" for c in "我们在说")
+                    text, kind = entities[rng.integers(len(entities))]
+                    tags = ["B"] + ["M"] * (len(text) - 2) + ["E"]
+                    lines.extend(f"{c} {t}_{kind}" for c, t in zip(text, tags))
+                lines.append("")
+            (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    return _data_dir(tmp_path, common.data_path("ner_peoples_daily"), "train.txt", write)
 
 
 def _classify_dir(tmp_path, task):
-    real = classify.TASKS[task]["data_dir"]
-    real = common.data_path(*real)
-    if os.path.isfile(os.path.join(real, "train.tsv")):
-        return real
-    folder = tmp_path / task
-    folder.mkdir()
     labels = ["positive", "negative"] if task == "chnsenticorp" else ["news_a", "news_b", "news_c"]
-    rng = np.random.default_rng(0)
-    for name, n in (("train.tsv", 64), ("dev.tsv", 32)):
-        rows = [f"{'好很好不错' if k == 0 else '差太差了'}{rng.integers(1000)}\t{labels[k]}"
-                for k in rng.integers(len(labels), size=n)]
-        (folder / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
-    if task == "tnews":
-        (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
-    return str(folder)
+
+    def write(folder, rng):
+        for name, n in (("train.tsv", 64), ("dev.tsv", 32)):
+            rows = [f"{'好很好不错' if k == 0 else '差太差了'}{rng.integers(1000)}\t{labels[k]}"
+                    for k in rng.integers(len(labels), size=n)]
+            (folder / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+        if task == "tnews":
+            (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+
+    return _data_dir(tmp_path, common.data_path(*classify.TASKS[task]["data_dir"]), "train.tsv", write)
 
 
 # ---------------------------------------------------------------------------- NER pieces
@@ -249,6 +252,32 @@ def test_classify_end_to_end(tmp_path):
     assert on_disk["tricks"]["ema_momentum"] == pytest.approx(0.9)  # 4 steps: the floor of the auto rule
     assert on_disk["tricks"]["fgm_epsilon"] == 0.0 and on_disk["model"]["from_scratch"]
     assert on_disk["data"]["dev_examples"] == 32 and on_disk["history"][0]["epoch"] == 1
+
+
+def _csl_dir(tmp_path):
+    def write(folder, rng):
+        for name in ("ts_dev.tsv", "ts_test.tsv"):
+            titles = ["".join(rng.choice(list("模型方法研究分析系统"), 5)) for _ in range(16)]
+            rows = [f"{t}\t本文提出{t}的新方法，实验表明效果良好。\t{t}" for t in titles]
+            (folder / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+    return _data_dir(tmp_path, common.data_path("csl"), "ts_dev.tsv", write)
+
+
+def test_unilm_csl_end_to_end(tmp_path):
+    """Train a tiny UniLM for one epoch, decode with the cached engine's beam search, score."""
+    out = tmp_path / "csl.json"
+    results = unilm_csl.main(["--data-dir", _csl_dir(tmp_path), "--max-train", "16", "--max-test", "4",
+                              "--epochs", "1", "--layers", "1", "--hidden-size", "32", "--maxlen", "48",
+                              "--title-maxlen", "6", "--batch-size", "8", "--beam", "2",
+                              "--decode-batch", "4", "--out", str(out)])
+    on_disk = json.loads(out.read_text(encoding="utf-8"))
+    assert on_disk["metrics"] == results["metrics"]
+    assert set(on_disk["metrics"]) == {"rouge-1", "rouge-2", "rouge-l", "bleu"}
+    assert all(0.0 <= v <= 100.0 for v in on_disk["metrics"].values())
+    assert on_disk["decoder"] == "engine" and on_disk["decoder_note"] is None
+    assert on_disk["test_pairs"] == 4 and len(on_disk["train_loss_per_epoch"]) == 1
+    assert os.path.isfile(on_disk["vocab_path"])
 
 
 def test_fgm_missing_is_a_clear_error(monkeypatch):
