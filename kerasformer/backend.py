@@ -5,6 +5,7 @@ backend (compiling a forward function, turning tensors into numpy, switching off
 autograd for inference) lives here, so the rest of the code never asks which
 backend it runs on.
 """
+import collections
 import contextlib
 import math
 import warnings
@@ -65,24 +66,27 @@ def compiled_forward(model):
 
         return tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
     if backend == "torch":
-        graphs, seen = {}, {}  # input signature -> traced graph / calls so far
+        graphs, seen = collections.OrderedDict(), {}  # signature -> traced graph / calls so far
 
         def forward(inputs):
             flat = [keras.ops.convert_to_tensor(x) for x in keras.tree.flatten(inputs)]
             signature = (str(keras.tree.map_structure(lambda _: 0, inputs)),
                          tuple((tuple(x.shape), x.dtype) for x in flat))
-            if signature not in graphs:
+            if signature in graphs:
+                graphs.move_to_end(signature)  # least recently used goes first
+            else:
                 # A trace costs a few eager calls and pays off only when a shape recurs; a
                 # bert4keras-style decoding loop sends a new length every step. So trace
                 # a signature on its TRACE_AFTER-th call and run the others eagerly.
-                if len(seen) > 4096:
+                if len(seen) > 4 * MAX_SIGNATURES:
                     seen.clear()
                 seen[signature] = seen.get(signature, 0) + 1
                 if seen[signature] < TRACE_AFTER:
                     with inference_mode():
                         return model(keras.tree.pack_sequence_as(inputs, flat), training=False)
-                if len(graphs) >= MAX_SIGNATURES:  # many shapes: forget the oldest
-                    graphs.pop(next(iter(graphs)))
+                if len(graphs) >= MAX_SIGNATURES:  # forget the least recently used graph; its
+                    evicted, _ = graphs.popitem(last=False)  # signature must earn a trace again
+                    seen.pop(evicted, None)
                 graphs[signature] = traced(lambda *leaves: model(
                     keras.tree.pack_sequence_as(inputs, leaves), training=False))
             with inference_mode():
@@ -93,7 +97,7 @@ def compiled_forward(model):
 
 
 TRACE_AFTER = 3  # torch: calls with one input signature before it gets a traced graph
-MAX_SIGNATURES = 32  # traced graphs kept per model (torch)
+MAX_SIGNATURES = 256  # traced graphs kept per model (torch; the weights are shared)
 
 
 _FORWARDS = weakref.WeakKeyDictionary()

@@ -9,8 +9,9 @@ cache, position embeddings the right positions, and to skip the final softmax.
 Prompts of different lengths are left-padded into one batch: padding keys are masked
 and every row numbers its own tokens from 0, so a row decodes exactly as it would
 alone. On JAX, prefill plus the whole decoding loop is one ``jax.jit`` program,
-cached per shape bucket (prompt length rounded up to 16); on torch the loop runs in
-Python, with the cache updated in place.
+cached per shape bucket (prompt length rounded up to 16); on torch the prefill and the
+step are each traced once per bucket into an FX graph (``backend.traced``), the loop
+runs in Python over the step's graph and the cache is updated in place.
 """
 import weakref
 
@@ -420,8 +421,9 @@ def generate(model, prompts, max_new_tokens, strategy="greedy", num_beams=4, top
 
 
 def _stream(engine, prompts, max_new_tokens, options, seed):
-    """Greedy / sampling one step at a time, yielding tokens as they come (the step is
-    compiled on JAX; only the loop runs in Python, so each step costs a host round trip)."""
+    """Greedy / sampling one step at a time, yielding tokens as they come (prefill and
+    step are compiled once per bucket; the loop runs in Python, so each step costs a
+    host round trip). Sampling draws the same noise as the non-streaming loop."""
     (strategy, _, top_k, top_p, temperature, penalty, end_id, min_new) = options
     arrays = engine.layout(prompts, max_new_tokens)
     tokens, lengths, extra = arrays[0], arrays[3], arrays[4:]
