@@ -9,7 +9,6 @@ import collections
 import contextlib
 import math
 import warnings
-import weakref
 
 import keras
 
@@ -100,15 +99,16 @@ TRACE_AFTER = 3  # torch: calls with one input signature before it gets a traced
 MAX_SIGNATURES = 256  # traced graphs kept per model (torch; the weights are shared)
 
 
-_FORWARDS = weakref.WeakKeyDictionary()
-
-
 def predict(model, inputs):
     """Run ``model`` for inference and return numpy, without ``Model.predict``'s per-call
-    overhead; the compiled function is kept per model, so repeated calls do not retrace."""
-    if model not in _FORWARDS:
-        _FORWARDS[model] = compiled_forward(model)
-    return to_numpy(_FORWARDS[model](inputs))
+    overhead; the compiled function is kept on the model (a cycle the garbage collector
+    frees with it, where a global table keyed by model would keep it alive), so repeated
+    calls do not retrace."""
+    forward = getattr(model, "_kerasformer_forward", None)
+    if forward is None:
+        forward = compiled_forward(model)
+        model._kerasformer_forward = forward
+    return to_numpy(forward(inputs))
 
 
 def update_cache(cache, new, index):

@@ -80,3 +80,24 @@ def test_traced_bert_equals_eager_bert():
     eager = [keras.ops.convert_to_numpy(t) for t in model(x, training=False)]
     for ours, theirs in zip(warm(model, x), eager):
         np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_models_are_freed_after_predict_and_generate():
+    """Compiled functions and engines live on the model / family object, not in global
+    tables that would keep every model ever used alive."""
+    import gc
+    import weakref
+
+    from kerasformer import build_transformer_model, generate
+
+    model = build_transformer_model(vocab_size=30, hidden_size=16, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=16, application="lm",
+                                    with_mlm=True)
+    x = [np.ones((1, 4), "int32"), np.zeros((1, 4), "int32")]
+    for _ in range(backend.TRACE_AFTER):
+        predict(model, x)
+    generate(model, [[1, 2, 3]], 2)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None

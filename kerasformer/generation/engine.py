@@ -13,7 +13,6 @@ cached per shape bucket (prompt length rounded up to 16); on torch the prefill a
 step are each traced once per bucket into an FX graph (``backend.traced``), the loop
 runs in Python over the step's graph and the cache is updated in place.
 """
-import weakref
 
 import keras
 import numpy as np
@@ -347,9 +346,6 @@ class EncoderDecoderEngine(DecoderOnlyEngine):
         return logits[:, 0], dict(decoding.caches, context=(context,))
 
 
-_ENGINES = weakref.WeakKeyDictionary()
-
-
 def transformer_of(model):
     """The family object behind a Keras model built by ``build_transformer_model``."""
     from kerasformer.models.transformer import Transformer, built_transformer
@@ -364,10 +360,12 @@ def transformer_of(model):
 
 def engine_for(model):
     transformer = transformer_of(model)
-    if transformer not in _ENGINES:
+    engine = getattr(transformer, "_engine", None)
+    if engine is None:  # kept on the family object, so both are freed together
         seq2seq = hasattr(transformer, "call_decoder")
-        _ENGINES[transformer] = (EncoderDecoderEngine if seq2seq else DecoderOnlyEngine)(transformer)
-    return _ENGINES[transformer]
+        engine = (EncoderDecoderEngine if seq2seq else DecoderOnlyEngine)(transformer)
+        transformer._engine = engine
+    return engine
 
 
 def _trim(tokens, end_id):
