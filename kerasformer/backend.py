@@ -168,9 +168,10 @@ def traced(fn):
     On torch, a decoding step of a small model spends most of its time in Keras'
     per-op dispatch (argument conversion, dtype checks), not in arithmetic; so ``fn`` is
     traced into an FX graph of plain aten ops (``make_fx``) and that graph runs every
-    later call (see :class:`_TorchGraph`). ``fn`` must be trace-safe: no Python branching
-    on tensor values and no host reads such as ``int(tensor)`` (those would be frozen
-    into the graph), and non-tensor arguments must not change between calls.
+    later call (see :class:`_TorchGraph`). ``fn`` should be trace-safe: no Python
+    branching on tensor values and no host reads such as ``int(tensor)`` (a ``fn`` that
+    does either runs eagerly instead, with a warning), and non-tensor arguments must not
+    change between calls (they are constants of the graph).
     """
     if name() != "torch":
         return fn
