@@ -216,7 +216,7 @@ class _TorchGraph:
     def __init__(self, fn):
         self.fn = fn
         self.graph = None
-        self.packed = []  # (attribute, weight, transposed) of each prepacked constant
+        self.packed = []  # [attribute, weight, transposed, version packed] per prepacked constant
 
     def __call__(self, *args):
         import torch
@@ -238,8 +238,11 @@ class _TorchGraph:
                 self.packed = _prepack_matmuls(self.graph)
             if self.graph is False:
                 return self.fn(*args)
-            for attribute, weight, transposed in self.packed:
-                setattr(self.graph, attribute, _packed_weight(weight, transposed))
+            for entry in self.packed:  # once per decoding step: compare versions only
+                attribute, weight, transposed, version = entry
+                if weight._version != version:  # assigned since: re-pack
+                    setattr(self.graph, attribute, _packed_weight(weight, transposed))
+                    entry[3] = weight._version
             return self.graph(*args)
 
 
@@ -297,7 +300,7 @@ def _prepack_matmuls(graph):
         graph.graph.erase_node(node)
         if weight_arg is not source and not weight_arg.users:
             graph.graph.erase_node(weight_arg)
-        packed.append((attribute, weight, transposed))
+        packed.append([attribute, weight, transposed, weight._version])
     graph.recompile()
     return packed
 
