@@ -54,9 +54,9 @@ def worker(args):
     sys.path.insert(0, REPO)
     import numpy as np
 
-    import kerasformer
-    from kerasformer import build_transformer_model
-    from kerasformer.generation.autoregressive import AutoRegressiveDecoder
+    from kerasformer import build_transformer_model, generate
+    sys.path.insert(0, os.path.join(REPO, "recipes"))
+    from unilm_csl import bert4keras_decoder  # bert4keras' AutoTitle: the uncached baseline
 
     # a large initialiser gives peaked distributions, so both searches agree on the best
     # beam instead of splitting near-ties by float noise
@@ -69,27 +69,12 @@ def worker(args):
     batches = [int(b) for b in args.batches.split(",")]
     prompts = [rng.integers(5, args.vocab, args.prompt).tolist() for _ in range(max(batches))]
 
-    class Decoder(AutoRegressiveDecoder):  # bert4keras' UniLM predict, verbatim
-        @AutoRegressiveDecoder.wraps(default_rtype="probas")
-        def predict(self, inputs, output_ids, states):
-            token_ids, segment_ids = inputs
-            token_ids = np.concatenate([token_ids, output_ids], 1)
-            segment_ids = np.concatenate([segment_ids, np.ones_like(output_ids)], 1)
-            return self.last_token(model).predict([token_ids, segment_ids])
-
-    decoder = Decoder(start_id=None, end_id=None, maxlen=args.new)
+    decoder = bert4keras_decoder(model, end_id=None, maxlen=args.new)
 
     def uncached(batch):
         return [decoder.beam_search([p, [0] * len(p)], topk=args.beam).tolist() for p in batch]
 
-    generate = getattr(kerasformer, "generate", None)
     engine_note = None
-    if generate is None:
-        try:
-            from kerasformer.generation.engine import generate
-        except ImportError as e:
-            engine_note = f"engine not available ({e})"
-
     rows = []
     for size in batches:
         batch = prompts[:size]
@@ -100,22 +85,21 @@ def worker(args):
         seconds, slow = median_time(lambda: uncached(batch), 1)
         row["bert4keras_s"] = seconds
         row["bert4keras_tok_s"] = size * args.new / seconds
-        if generate is not None:
-            try:
-                def cached():
-                    return generate(model, batch, max_new_tokens=args.new, strategy="beam",
-                                    num_beams=args.beam, end_id=None)
+        try:
+            def cached():
+                return generate(model, batch, max_new_tokens=args.new, strategy="beam",
+                                num_beams=args.beam, end_id=None)
 
-                start = time.perf_counter()
-                cached()
-                row["engine_warmup_s"] = time.perf_counter() - start
-                seconds, fast = median_time(cached, args.repeats)
-                row["engine_s"] = seconds
-                row["engine_tok_s"] = size * args.new / seconds
-                row["speedup"] = row["engine_tok_s"] / row["bert4keras_tok_s"]
-                row["same_tokens"] = sum(list(a) == list(b) for a, b in zip(fast, slow))
-            except Exception as e:  # noqa: BLE001  (report, keep the other numbers)
-                engine_note = f"engine failed: {type(e).__name__}: {str(e)[:300]}"
+            start = time.perf_counter()
+            cached()
+            row["engine_warmup_s"] = time.perf_counter() - start
+            seconds, fast = median_time(cached, args.repeats)
+            row["engine_s"] = seconds
+            row["engine_tok_s"] = size * args.new / seconds
+            row["speedup"] = row["engine_tok_s"] / row["bert4keras_tok_s"]
+            row["same_tokens"] = sum(list(a) == list(b) for a, b in zip(fast, slow))
+        except Exception as e:  # noqa: BLE001  (report, keep the other numbers)
+            engine_note = f"engine failed: {type(e).__name__}: {str(e)[:300]}"
         rows.append(row)
     print("RESULT " + json.dumps({"backend": args.worker, "rows": rows, "engine_note": engine_note}))
 

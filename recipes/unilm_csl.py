@@ -272,10 +272,10 @@ def decode_engine(model, prompts, args, end_id, generate):
     return outputs
 
 
-def decode_bert4keras(model, prompts, args, end_id):
-    """The bert4keras example's AutoTitle, unchanged but for the prompt being pre-encoded."""
-    from tqdm import tqdm
-
+def bert4keras_decoder(model, end_id, maxlen):
+    """The bert4keras example's AutoTitle, unchanged but for the prompt being pre-encoded:
+    the whole sequence is re-run at every step (no cache). Also the baseline of
+    benchmarks/bench_unilm_beam.py."""
     from kerasformer.generation.autoregressive import AutoRegressiveDecoder
 
     class AutoTitle(AutoRegressiveDecoder):
@@ -286,7 +286,13 @@ def decode_bert4keras(model, prompts, args, end_id):
             segment_ids = np.concatenate([segment_ids, np.ones_like(output_ids)], 1)
             return self.last_token(model).predict([token_ids, segment_ids])
 
-    autotitle = AutoTitle(start_id=None, end_id=end_id, maxlen=args.title_maxlen)
+    return AutoTitle(start_id=None, end_id=end_id, maxlen=maxlen)
+
+
+def decode_bert4keras(model, prompts, args, end_id):
+    from tqdm import tqdm
+
+    autotitle = bert4keras_decoder(model, end_id, args.title_maxlen)
     return [list(autotitle.beam_search([ids, [0] * len(ids)], topk=args.beam))
             for ids in tqdm(prompts, desc="decoding (bert4keras, beam %d)" % args.beam, unit="title")]
 
