@@ -10,10 +10,15 @@ POSITION_BIAS_TYPES = (None, "typical_relative", "rotary")
 
 
 def dense(layer, x):
-    """``layer(x)`` for a built, plain ``keras.layers.Dense`` sub-layer, as one matmul
-    (+ bias + activation) without Keras' per-call bookkeeping, which dominates the cost
-    of a single decoding step on small models. The weights stay in the Dense layer, so
-    names, checkpoints and training are unchanged."""
+    """``layer(x)`` for a built ``keras.layers.Dense`` sub-layer. A float layer runs as one
+    matmul (+ bias + activation) without Keras' per-call bookkeeping, which dominates the
+    cost of a single decoding step on small models; ``layer.kernel`` already includes a
+    LoRA update (``enable_lora``). The weights stay in the Dense layer, so names,
+    checkpoints and training are unchanged."""
+    if layer.quantization_mode is not None:
+        # int8 / int4 / float8 / GPTQ ...: ``kernel`` is the raw quantized tensor; only
+        # Keras' own quantized call applies the scales (and float8's amax history)
+        return layer(x)
     y = ops.matmul(x, ops.cast(layer.kernel, x.dtype))
     if layer.use_bias:
         y = y + ops.cast(layer.bias, x.dtype)
