@@ -17,6 +17,7 @@ import numpy as np
 from kerasformer import backend, masks
 from kerasformer.checkpoints.weights import WeightSource, export_weights, load_weights
 from kerasformer.errors import KerasformerError
+from kerasformer.models.inputs import standardize_inputs, variables_kept_on_error
 
 
 class Transformer:
@@ -364,6 +365,27 @@ class TransformerModel(keras.Model):
         model = super().from_config(config, custom_objects=custom_objects)
         model.settings = settings
         return model
+
+    # Inputs are checked and nested Python lists made arrays before Keras sees them (see
+    # kerasformer.models.inputs): bert4keras' model.predict([[ids], [segments]]) works,
+    # and an over-long sequence is a clear error that leaves the model usable.
+    def __call__(self, inputs, *args, **kwargs):
+        return super().__call__(standardize_inputs(self, inputs), *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        x = standardize_inputs(self, x)
+        with variables_kept_on_error(self):
+            return super().predict(x, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        x = standardize_inputs(self, x)
+        with variables_kept_on_error(self):
+            return super().predict_on_batch(x)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        x = standardize_inputs(self, x) if x is not None else x
+        with variables_kept_on_error(self):
+            return super().evaluate(x, *args, **kwargs)
 
 
 def _jsonable(settings):
