@@ -81,6 +81,9 @@ class RelativePositionEmbedding(keras.layers.Layer):
         # alike, so cache slots serve as positions: queries at cache_index onwards.
         return self.call(inputs, query_offset=decoding.cache_index, key_length=decoding.key_length)
 
+    def compute_mask(self, inputs, mask=None):
+        return None  # a position table, not a sequence of the batch: no padding to carry
+
     def compute_output_spec(self, inputs):
         q, k = inputs if isinstance(inputs, (list, tuple)) else (inputs, inputs)
         return keras.KerasTensor((q.shape[1], k.shape[1], self.output_dim), dtype=self.compute_dtype)
@@ -126,6 +129,9 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
         # each row of a left-padded batch numbers its own tokens: rotate by those positions
         # (with rotary_value the output depends on absolute positions, not only on j - i)
         return self.call(inputs, position_ids=decoding.position_ids)
+
+    def compute_mask(self, inputs, mask=None):
+        return None  # a position table, not a sequence of the batch: no padding to carry
 
     def compute_output_spec(self, inputs):
         return keras.KerasTensor((1, inputs.shape[1], self.output_dim), dtype=self.compute_dtype)

@@ -121,7 +121,9 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
     if not isinstance(model, str):
         key = getattr(cls, "model_key", None)
         key = key if key in MODELS and get_family(key) is cls else None
-    transformer.settings = {"model": key, **configs} if key else None
+    # a model conditioned on tensors of the user's graph cannot be rebuilt from settings
+    conditioned = configs.get("layer_norm_cond") is not None or configs.get("additional_input_layers")
+    transformer.settings = {"model": key, **configs} if key and not conditioned else None
     transformer.build()
     if checkpoint_path is not None:
         try:
