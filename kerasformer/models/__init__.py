@@ -21,7 +21,12 @@ MODELS = {
     "t5.1.0": "kerasformer.models.t5:T5",
     "t5.1.1": "kerasformer.models.t5:T5_V1_1",
     "mt5.1.1": "kerasformer.models.t5:T5_V1_1",
+    "gpt": "kerasformer.models.gpt:GPT",
 }
+# bert4keras' keys for one part of T5: '<version>_encoder' / '<version>_decoder'
+for _version, _cls in [("t5", "T5"), ("t5.1.0", "T5"), ("t5.1.1", "T5_V1_1"), ("mt5.1.1", "T5_V1_1")]:
+    for _part in ("encoder", "decoder"):
+        MODELS[f"{_version}_{_part}"] = f"kerasformer.models.t5:{_cls}_{_part.capitalize()}"
 
 
 def get_family(key):

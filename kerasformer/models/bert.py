@@ -74,7 +74,8 @@ class BERT(Transformer):
                        input_dim=self.max_position, output_dim=self.embedding_size,
                        offset=self.position_offset, embeddings_initializer=self.initializer,
                        name="Embedding-Position")
-        x = self.apply_norm(x, "Embedding-Norm")
+        if self.embedding_norm:
+            x = self.apply_norm(x, "Embedding-Norm")
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         if self.embedding_size != self.hidden_size:
             x = self.apply(x, keras.layers.Dense, units=self.hidden_size,
@@ -82,6 +83,7 @@ class BERT(Transformer):
         return x
 
     position_offset = 0
+    embedding_norm = True  # GPT sums its embeddings without normalising them
 
     def block_names(self, index):
         """(attention, feed-forward) layer names of block ``index`` (ALBERT returns the

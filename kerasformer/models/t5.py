@@ -231,6 +231,9 @@ class T5(Transformer):
                  num_heads=None, feed_forward_proj=None, layer_norm_epsilon=None,
                  relative_attention_num_buckets=32, relative_attention_max_distance=128,
                  tie_word_embeddings=None, with_lm=True, **kwargs):
+        if kwargs.get("layer_norm_cond") is not None or kwargs.get("additional_input_layers"):
+            raise KerasformerError("layer_norm_cond / additional_input_layers are not supported for T5 "
+                                   "yet (they are for the BERT-like families and GPT-2)")
         if application != "encoder":
             raise KerasformerError(
                 f"T5 is an encoder-decoder model: application={application!r} is not supported "
@@ -539,4 +542,36 @@ class T5_V1_1(T5):
         return [f"{self.prefix}Decoder-Output-LM/kernel"]
 
 
-__all__ = ["T5", "T5_V1_1", "RelativePositionEmbeddingT5", "relative_position_buckets"]
+class _OnePart:
+    """bert4keras' ``t5_encoder`` / ``t5_decoder`` keys: the whole T5 is built (the parts
+    share their layers, so a full checkpoint loads as is, the other part's tensors reported
+    unused) and ``.model`` is the one part: ``encoder`` maps token ids to encodings,
+    ``decoder`` maps ``[encodings, decoder ids]`` to next-token probabilities."""
+
+    part = None
+
+    def build(self, **kwargs):
+        if not self.built:
+            super().build(**kwargs)
+            self.model = getattr(self, self.part)
+        return self.model
+
+
+class T5_Encoder(_OnePart, T5):
+    part = "encoder"
+
+
+class T5_Decoder(_OnePart, T5):
+    part = "decoder"
+
+
+class T5_V1_1_Encoder(_OnePart, T5_V1_1):
+    part = "encoder"
+
+
+class T5_V1_1_Decoder(_OnePart, T5_V1_1):
+    part = "decoder"
+
+
+__all__ = ["T5", "T5_V1_1", "T5_Encoder", "T5_Decoder", "T5_V1_1_Encoder", "T5_V1_1_Decoder",
+           "RelativePositionEmbeddingT5", "relative_position_buckets"]
