@@ -60,7 +60,7 @@ class RoFormer(NEZHA):
         """The ``[1, L, head_size]`` rotary sinusoid, built once and shared by all blocks."""
         if self.position_bias is None:
             self.position_bias = self.apply(inputs, SinusoidalPositionEmbedding,
-                                            output_dim=self.attention_key_size,
+                                            output_dim=self.attention_key_size, merge_mode="zero",
                                             name="Embedding-Rotary-Position")
         return self.position_bias
 
