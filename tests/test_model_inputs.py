@@ -61,3 +61,17 @@ def test_fixed_sequence_length_is_checked():
     with pytest.raises(KerasformerError, match="sequence_length=8"):
         model.predict([[TOKENS], [SEGMENTS]], verbose=0)
     assert model.predict([[TOKENS * 2], [SEGMENTS * 2]], verbose=0).shape == (1, 8, 32)
+
+
+def test_fit_takes_lists_and_survives_an_error_inside_fit(monkeypatch):
+    model = build_transformer_model(os.path.join(TF_BERT, "bert_config.json"), with_mlm=True)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    labels = np.array([TOKENS], "int32")
+    model.fit([[TOKENS], [SEGMENTS]], labels, epochs=1, verbose=0)
+    expected = model.predict(ARRAYS, verbose=0)
+    with pytest.raises(KerasformerError, match="holds 64"):
+        model.fit([np.ones((1, 65), "int32"), np.zeros((1, 65), "int32")], np.ones((1, 65)), verbose=0)
+    monkeypatch.setattr(model, "_kerasformer_max_length", None)  # now Keras' step itself fails
+    with pytest.raises(Exception, match="position table"):
+        model.fit([np.ones((1, 66), "int32"), np.zeros((1, 66), "int32")], np.ones((1, 66)), verbose=0)
+    np.testing.assert_allclose(model.predict(ARRAYS, verbose=0), expected, atol=1e-6)

@@ -108,13 +108,20 @@ def _check_lengths(model, pairs):
 def variables_kept_on_error(model):
     """Run the block; if it raises, give back to every variable the value it had before.
 
-    Keras' JAX trainer detaches the variables' values during ``predict`` / ``evaluate``
-    and reattaches them only at the end, so an exception in between (a bad input, an
-    interrupt) leaves them None. Holding references to the old values costs nothing."""
+    Keras' JAX trainer detaches the variables' values during ``fit`` / ``predict`` /
+    ``evaluate`` and reattaches them only at the end, so an exception in between (a bad
+    input, an interrupt) leaves them None. The state of the last completed step is
+    reattached first (what ``fit`` trained so far); anything still detached gets its old
+    value back. Holding references to the old values costs nothing."""
     held = [(v, getattr(v, "_value", None)) for v in model.variables]
     try:
         yield
     except BaseException:
+        if getattr(model, "_jax_state", None) and hasattr(model, "jax_state_sync"):
+            try:
+                model.jax_state_sync()
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                pass
         for variable, value in held:
             if value is not None and getattr(variable, "_value", None) is None:
                 variable._value = value

@@ -422,6 +422,11 @@ class TransformerModel(keras.Model):
         with variables_kept_on_error(self):
             return super().predict_on_batch(x)
 
+    def fit(self, x=None, *args, **kwargs):
+        x = standardize_inputs(self, x) if x is not None else x
+        with variables_kept_on_error(self):
+            return super().fit(x, *args, **kwargs)
+
     def evaluate(self, x=None, *args, **kwargs):
         x = standardize_inputs(self, x) if x is not None else x
         with variables_kept_on_error(self):
