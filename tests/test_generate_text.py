@@ -65,3 +65,45 @@ def test_encoder_model_cannot_generate(tokenizer):
         generate(encoder, ["我爱北京"], 5, tokenizer=tokenizer)
     with pytest.raises(KerasformerError, match="application='encoder'"):
         generate(encoder, [[3, 20, 14]], 5)
+
+
+def test_byte_level_bpe_text_generation_and_stream(tmp_path):
+    """GPT-2 with a Hugging Face byte-level BPE tokenizer: a character may take several
+    tokens, so a stream holds a piece back until its bytes are complete."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from kerasformer.tokenizers.hf import HFTokenizer
+
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["Hello world 你好世界 🙂"] * 5, vocab_size=270, min_frequency=1,
+                            special_tokens=["<|endoftext|>"])
+    bpe.save(str(tmp_path / "tokenizer.json"))
+    tokenizer = HFTokenizer(str(tmp_path))
+    model = build_transformer_model(model="gpt2", vocab_size=tokenizer.vocab_size, hidden_size=16,
+                                    num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                    max_position=64)
+    prompts = ["Hello 你", "🙂"]
+    texts = generate(model, prompts, 8, tokenizer=tokenizer)
+    ids = generate(model, [tokenizer.encode(p)[0] for p in prompts], 8, end_id=tokenizer._token_end_id)
+    end = tokenizer._token_end_id
+    assert texts == [tokenizer.decode([i for i in row if i != end]) for row in ids]
+    joined = ["", ""]
+    for step in generate(model, prompts, 8, tokenizer=tokenizer, stream=True):
+        for row, piece in enumerate(step):
+            joined[row] += piece or ""
+    for text, streamed in zip(texts, joined):  # a trailing incomplete character is never shown
+        assert streamed == text if not text.endswith("\ufffd") else text.startswith(streamed)
+
+
+def test_stream_holds_back_partial_characters(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    from kerasformer.generation.text import _text_stream
+    from kerasformer.tokenizers.hf import HFTokenizer
+
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["plain ascii only"] * 3, vocab_size=260, min_frequency=1)
+    bpe.save(str(tmp_path / "tokenizer.json"))
+    tokenizer = HFTokenizer(str(tmp_path))
+    ids, _ = tokenizer.encode("a你")  # '你' is three bytes, one token each
+    assert len(ids) == 4
+    steps = [[i] for i in ids] + [[None]]
+    assert [step[0] for step in _text_stream(steps, tokenizer, None, 1)] == ["a", "", "", "你", None]
