@@ -163,7 +163,8 @@ def plot_attention(model, tokenizer, text, path, layer=-1, head=None, second_tex
     labels = {}
     if any(ord(ch) >= 0x2E80 for token in tokens for ch in token):  # CJK and beyond
         family = cjk_font_family()
-        if family is not None:  # Latin from matplotlib's default, the rest from the CJK font
+        if family is not None:  # per-glyph fallback (matplotlib >= 3.6): Latin from the
+            # default font, CJK from this one
             labels["fontfamily"] = [matplotlib.rcParams["font.sans-serif"][0], family]
     size = max(4.0, 0.35 * len(tokens) + 2.0)
     figure = Figure(figsize=(size + 1.0, size), dpi=dpi)
