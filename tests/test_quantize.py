@@ -71,3 +71,20 @@ def test_quantized_predict_matches_call(inputs):
     model = prepare("int8")
     np.testing.assert_allclose(model.predict(inputs, verbose=0),
                                keras.ops.convert_to_numpy(model(inputs)), atol=1e-5)
+
+
+def test_int8_model_generates_as_it_predicts():
+    """The cached engine (compiled on JAX, traced graphs on torch) runs the quantized
+    sub-layers too: greedy decoding equals re-running the whole sequence each step."""
+    from kerasformer import generate
+
+    model = build_transformer_model(os.path.join(TF_BERT, "bert_config.json"),
+                                    os.path.join(TF_BERT, "bert_model.ckpt"),
+                                    application="lm", with_mlm=True)
+    model.quantize("int8")
+    prompt = [3, 20, 14, 30]
+    ids = list(prompt)
+    for _ in range(4):
+        probs = keras.ops.convert_to_numpy(model([[ids], [[0] * len(ids)]]))  # eager: no compile
+        ids.append(int(probs[0, -1].argmax()))
+    assert generate(model, [prompt], 4) == [ids[len(prompt):]]
