@@ -68,14 +68,17 @@ def word_code_points(text):
 
 
 def merge_counts(parts):
-    """Sum (keys, counts) pairs into one pair with sorted unique keys."""
+    """Sum (keys, counts) pairs, each with sorted unique keys, into one such pair."""
     parts = [p for p in parts if len(p[0])]
     if not parts:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
     if len(parts) == 1:
         return parts[0]
-    keys = np.concatenate([p[0] for p in parts])
-    counts = np.concatenate([p[1] for p in parts])
+    return reduce_counts(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
+def reduce_counts(keys, counts):
+    """Sum the counts of equal keys (any order, repeats allowed): sorted unique keys."""
     order = np.argsort(keys, kind="stable")
     keys, counts = keys[order], counts[order]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
@@ -106,28 +109,60 @@ def end_keys(ids, bits, order):
     return keys
 
 
+def count_keys(keys, key_bits):
+    """(unique keys, counts) of uint64 `keys` below 2^key_bits: a bincount when the range
+    is small, else one sort, of 32-bit values when they fit (about twice as fast)."""
+    if key_bits <= 20:
+        counts = np.bincount(keys.astype(np.intp), minlength=1 << key_bits)
+        uniq = np.flatnonzero(counts)
+        return uniq.astype(np.uint64), counts[uniq].astype(np.int64)
+    if key_bits <= 32:
+        uniq, counts = np.unique(keys.astype(np.uint32), return_counts=True)
+        return uniq.astype(np.uint64), counts.astype(np.int64)
+    return _unique_counts(keys)
+
+
 def count_chunk(ids, bits, order):
     """[(keys, counts) for n in 1..order] of one chunk of ids (0 = break)."""
     run = run_lengths(ids)
-    return [_unique_counts(k[run >= n]) for n, k in enumerate(end_keys(ids, bits, order), 1)]
+    return [count_keys(k[run >= n], bits * n) for n, k in enumerate(end_keys(ids, bits, order), 1)]
 
 
 # -- corpus reading ----------------------------------------------------------------
 
+def _is_path(source):
+    return isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
+                                               and len(source) < 4096 and os.path.isfile(source))
+
+
+def corpus_files(sources):
+    """The file paths of `sources`, or None when `sources` are texts.
+
+    `sources` is a path, a list of paths (str or os.PathLike), or an iterable of str
+    texts; the first element decides (one file-system check, not one per line). An
+    iterator is only peeked at when it holds texts (see `iter_chunks`)."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    if not isinstance(sources, (list, tuple)):
+        return None
+    if not sources or not _is_path(sources[0]):
+        return None
+    for s in sources:
+        if not os.path.isfile(s):
+            raise KerasformerError(f"corpus file not found: {str(s)[:200]}")
+    return list(sources)
+
+
 def iter_chunks(sources, chunk_chars=1 << 22, progress=None):
     """Yield text chunks of about `chunk_chars` characters, cut at line ends.
 
-    `sources`: file paths and/or strings (a string that is not an existing path is text).
-    Files are read in binary by blocks, so memory stays one chunk whatever the file size;
-    `progress` (a tqdm bar or None) is advanced by bytes read.
+    `sources`: see `corpus_files`. Files are read in binary by blocks, so memory stays one
+    chunk whatever the file size; `progress` (a tqdm bar or None) advances by bytes.
     """
-    if isinstance(sources, (str, os.PathLike)):
-        sources = [sources]
-    pending, size = [], 0
-    for source in sources:
-        if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
-                                               and len(source) < 4096 and os.path.isfile(source)):
-            with open(source, "rb") as f:
+    files = corpus_files(sources)
+    if files is not None:
+        for path in files:
+            with open(path, "rb") as f:
                 while True:
                     block = f.read(chunk_chars * 3) + f.readline()  # whole lines, whole UTF-8 characters
                     if not block:
@@ -135,33 +170,36 @@ def iter_chunks(sources, chunk_chars=1 << 22, progress=None):
                     if progress is not None:
                         progress.update(len(block))
                     yield block.decode("utf-8", "replace")
-        elif isinstance(source, str):
-            pending.append(source)
-            size += len(source)
+        return
+    pending, size = [], 0
+    for i, text in enumerate([sources] if isinstance(sources, str) else sources):
+        if not isinstance(text, str):
+            raise KerasformerError(f"a corpus is file paths or str texts, got a {type(text).__name__}")
+        if i == 0 and _is_path(text):  # a generator of paths: we would count the names
+            raise KerasformerError("pass corpus file paths as a list (an iterator is read as texts)")
+        pending.append(text)
+        size += len(text)
+        if size >= chunk_chars:
+            chunk = "\n".join(pending)
             if progress is not None:
-                progress.update(len(source.encode("utf-8")))
-            if size >= chunk_chars:
-                yield "\n".join(pending)
-                pending, size = [], 0
-        else:
-            raise KerasformerError(f"a corpus source must be a file path or a str, got {type(source).__name__}")
+                progress.update(len(chunk))
+            yield chunk
+            pending, size = [], 0
     if pending:
-        yield "\n".join(pending)
+        chunk = "\n".join(pending)
+        if progress is not None:
+            progress.update(len(chunk))
+        yield chunk
 
 
-def source_bytes(sources):
-    """Total size of the file sources (for a progress bar), None when some are strings."""
-    if isinstance(sources, (str, os.PathLike)):
-        sources = [sources]
-    total = 0
-    for s in sources:
-        if isinstance(s, (str, os.PathLike)) and os.path.isfile(s):
-            total += os.path.getsize(s)
-        elif isinstance(s, str):
-            total += len(s.encode("utf-8"))
-        else:
-            return None
-    return total
+def source_size(sources):
+    """Bytes of the files, or characters of the texts (for a progress bar)."""
+    files = corpus_files(sources)
+    if files is not None:
+        return sum(os.path.getsize(f) for f in files)
+    if isinstance(sources, str):
+        return len(sources)
+    return sum(len(t) + 1 for t in sources) if isinstance(sources, (list, tuple)) else None
 
 
 # -- the counts ----------------------------------------------------------------------
@@ -242,17 +280,12 @@ class NgramCounts:
         """Write to an .npz (atomically)."""
         arrays = {f"keys{n}": k for n, k in enumerate(self.keys)}
         arrays.update({f"counts{n}": c for n, c in enumerate(self.counts)})
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, chars=np.array(self.chars, dtype="<U1"),
-                         meta=np.array([self.total, self.order, self.min_count], np.int64), **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, chars=np.array(self.chars, dtype="<U1"),
+                 meta=np.array([self.total, self.order, self.min_count], np.int64), **arrays)
+        atomic_write(path, buf.getvalue())
 
     @classmethod
     def load(cls, path):
@@ -262,6 +295,23 @@ class NgramCounts:
                        [z[f"counts{n}"] for n in range(order)], total, order, min_count)
 
 
+def atomic_write(path, data):
+    """Write str or bytes through a temporary file and os.replace: readers never see half
+    a file, and a failed write leaves the old one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
 def bits_for(num_chars):
     return max(1, int(num_chars).bit_length())
 
@@ -269,8 +319,10 @@ def bits_for(num_chars):
 # -- the two passes ------------------------------------------------------------------
 
 def _count_code_points(text):
-    codes = word_code_points(text)
-    return _unique_counts(codes[codes != 0])
+    counts = np.bincount(word_code_points(text), minlength=2)
+    counts[0] = 0  # breaks
+    uniq = np.flatnonzero(counts)
+    return uniq.astype(np.uint64), counts[uniq].astype(np.int64)
 
 
 _WORKER = {}
@@ -337,8 +389,8 @@ class _Accumulator:
                 for p in range(self.partitions):
                     stem = os.path.join(self.spill_dir, f"{n}-{p}")
                     if os.path.exists(stem + ".keys"):
-                        merged = merge_counts([(np.fromfile(stem + ".keys", np.uint64),
-                                                np.fromfile(stem + ".counts", np.int64))])
+                        merged = reduce_counts(np.fromfile(stem + ".keys", np.uint64),
+                                               np.fromfile(stem + ".counts", np.int64))
                         os.remove(stem + ".keys")
                         os.remove(stem + ".counts")
                         groups.append(merged)
@@ -441,4 +493,5 @@ def _bar(sources, progress, desc):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=source_bytes(sources), desc=desc, unit="B", unit_scale=True, leave=False)
+    return tqdm(total=source_size(sources), desc=desc, unit="B" if corpus_files(sources) else "char",
+                unit_scale=True, leave=False)

@@ -23,13 +23,12 @@ Both methods do the same three steps, differing in which n-grams count as "solid
 """
 import math
 import os
-import tempfile
 from collections import Counter
 
 import numpy as np
 
 from kerasformer.errors import KerasformerError
-from kerasformer.words.counting import (NgramCounts, _map, count_ngrams, end_keys, iter_chunks,
+from kerasformer.words.counting import (_map, atomic_write, count_keys, count_ngrams, end_keys, iter_chunks,
                                         merge_counts, run_lengths, word_code_points, _bar)
 
 METHODS = ("min_entropy", "nlp_zero")
@@ -78,22 +77,42 @@ def solid_ngrams(counts, method="min_entropy", min_pmi=None, min_proba=0.0):
     return solid
 
 
-def _contains(sorted_keys, keys):
-    if not len(sorted_keys):
-        return np.zeros(len(keys), bool)
-    idx = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return sorted_keys[idx] == keys
+class KeySet:
+    """Membership of uint64 keys in a sorted array, vectorised: a 2^24-slot hash bitmap
+    rejects most queries with one gather; only its hits pay for a binary search."""
+
+    HASH_BITS = 24
+
+    def __init__(self, sorted_keys):
+        self.keys = np.asarray(sorted_keys, np.uint64)
+        self.bitmap = np.zeros(1 << self.HASH_BITS, bool)
+        self.bitmap[self._hash(self.keys)] = True
+
+    def _hash(self, keys):
+        return ((keys * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - self.HASH_BITS)).astype(np.intp)
+
+    def __contains__(self, keys):
+        raise TypeError("use KeySet.contains(keys) on an array")
+
+    def contains(self, keys):
+        hit = self.bitmap[self._hash(keys)]
+        idx = np.flatnonzero(hit)
+        if len(idx):
+            pos = np.minimum(np.searchsorted(self.keys, keys[idx]), len(self.keys) - 1)
+            hit[idx] = self.keys[pos] == keys[idx]
+        return hit
 
 
 def piece_bounds(ids, bits, solid):
     """(starts, ends) of the pieces of an id array: characters stay joined where a solid
-    n-gram covers both; breaks (id 0) are never part of a piece."""
+    n-gram covers both; breaks (id 0) are never part of a piece. `solid[n-1]`: a `KeySet`
+    of the solid n-grams (solid[0] unused)."""
     n_pos = len(ids)
     run = run_lengths(ids)
     keys = end_keys(ids, bits, len(solid))
     joined = np.zeros(n_pos + 1, bool)  # joined[b]: positions b-1 and b belong together
     for n in range(2, len(solid) + 1):
-        hit = (run >= n) & _contains(solid[n - 1], keys[n - 1])  # a solid n-gram ends at e
+        hit = (run >= n) & solid[n - 1].contains(keys[n - 1])  # a solid n-gram ends at e
         # it joins the boundaries b = e-n+2 .. e (b: between positions b-1 and b)
         for t in range(n - 1):
             joined[:n_pos - t] |= hit[t:]
@@ -107,6 +126,7 @@ _PIECES = {}
 
 
 def _init_pieces(table, bits, solid):
+    _PIECES.clear()
     _PIECES.update(table=table, bits=bits, solid=solid)
 
 
@@ -114,15 +134,17 @@ def _pieces_worker(text):
     """Counts of one chunk's pieces: [(keys, counts)] for lengths 1..order, Counter beyond."""
     ids = _PIECES["table"][word_code_points(text)]
     bits, solid = _PIECES["bits"], _PIECES["solid"]
+    if "sets" not in _PIECES:
+        _PIECES["sets"] = [None] + [KeySet(s) for s in solid[1:]]
+    sets = _PIECES["sets"]
     order = len(solid)
-    starts, ends = piece_bounds(ids, bits, solid)
+    starts, ends = piece_bounds(ids, bits, sets)
     lengths = ends - starts
     keys = end_keys(ids, bits, order)
     short = []
     for n in range(1, order + 1):
         sel = lengths == n
-        k, c = np.unique(keys[n - 1][ends[sel] - 1], return_counts=True)
-        short.append((k, c.astype(np.int64)))
+        short.append(count_keys(keys[n - 1][ends[sel] - 1], bits * n))
     long_ = Counter(text[s:e] for s, e in zip(starts[lengths > order].tolist(), ends[lengths > order].tolist()))
     return short, long_
 
@@ -152,7 +174,8 @@ def count_pieces(sources, counts, solid, chunk_chars=1 << 22, workers=1, progres
 
 def filter_by_solid(words, counts, solid):
     """Su's back-off check: a word of 3+ characters must be solid, or (when longer than
-    the order) made of overlapping solid order-grams."""
+    the order) made of overlapping solid order-grams. (Splitting a failing piece at its
+    weakest pair instead of dropping it scored lower on PKU: F1 0.755 vs 0.757.)"""
     order = len(solid)
     solid_sets = [set(counts.decode(s, n + 1)) if n else set() for n, s in enumerate(solid)]
     kept = {}
@@ -240,8 +263,9 @@ def discover(sources, method="min_entropy", order=4, min_count=8, min_pmi=None, 
         chunk_chars, workers, progress, spill_dir: see `count_ngrams`.
 
     Returns:
-        dict word -> count (the frequency of the word in the pre-segmented corpus);
-        every single character seen is included so the lexicon covers the corpus.
+        dict word -> count (the frequency of the word in the pre-segmented corpus),
+        most frequent first; single characters are kept whatever their count (a
+        character never seen alone is absent: `Segmenter` scores it as seen half a time).
     """
     if method not in METHODS:
         raise KerasformerError(f"method must be one of {METHODS}, got {method!r}")
@@ -266,18 +290,7 @@ def discover(sources, method="min_entropy", order=4, min_count=8, min_pmi=None, 
 
 def save_lexicon(words, path):
     """Write `word<TAB>count` lines, most frequent first (atomically)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for w, c in sorted(words.items(), key=lambda x: (-x[1], x[0])):
-                f.write(f"{w}\t{c}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write(path, "".join(f"{w}\t{c}\n" for w, c in sorted(words.items(), key=lambda x: (-x[1], x[0]))))
 
 
 def load_lexicon(path):

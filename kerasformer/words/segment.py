@@ -115,3 +115,48 @@ def _merge_alnum(spans, norm):
         else:
             out.append((a, b))
     return out
+
+
+def word_spans(words):
+    """Character spans of consecutive words: ['ab', 'c'] -> {(0, 2), (2, 3)}."""
+    spans, pos = set(), 0
+    for w in words:
+        spans.add((pos, pos + len(w)))
+        pos += len(w)
+    return spans
+
+
+def bakeoff_score(predicted, gold, train_words=()):
+    """SIGHAN bakeoff scores of segmented lines: precision, recall and F1 of word spans,
+    and recall of the gold words outside / inside `train_words` (OOV / IV recall).
+
+    `predicted`, `gold`: lists of lines, each a list of words; each pair must spell the
+    same characters (whitespace aside), as the official scorer requires.
+    """
+    if len(predicted) != len(gold):
+        raise KerasformerError(f"{len(predicted)} predicted lines for {len(gold)} gold lines")
+    train_words = set(train_words)
+    n_pred = n_gold = n_correct = n_oov = oov_hit = n_iv = iv_hit = 0
+    for lineno, (p, g) in enumerate(zip(predicted, gold), 1):
+        if "".join(p) != "".join(g):
+            raise KerasformerError(f"line {lineno}: the segmentation does not spell the gold text "
+                                   f"({''.join(p)[:30]!r} vs {''.join(g)[:30]!r})")
+        ps, pos = word_spans(p), 0
+        n_pred += len(ps)
+        n_gold += len(g)
+        for w in g:
+            hit = (pos, pos + len(w)) in ps
+            pos += len(w)
+            n_correct += hit
+            if w in train_words:
+                n_iv += 1
+                iv_hit += hit
+            else:
+                n_oov += 1
+                oov_hit += hit
+    precision = n_correct / max(n_pred, 1)
+    recall = n_correct / max(n_gold, 1)
+    return {"precision": precision, "recall": recall,
+            "f1": 2 * precision * recall / max(precision + recall, 1e-12),
+            "oov_rate": n_oov / max(n_gold, 1), "oov_recall": oov_hit / max(n_oov, 1),
+            "iv_recall": iv_hit / max(n_iv, 1), "gold_words": n_gold, "predicted_words": n_pred}
