@@ -75,6 +75,27 @@ def test_counts_match_naive_counter(random_text, tmp_path):
     assert dict(loaded.items(3)) == dict(single.items(3)) and loaded.total == single.total
 
 
+def test_dask_counts_match_single_process(random_text, tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    from kerasformer.words.distributed import count_ngrams_dask
+
+    lines = random_text.split("\n")
+    files = []
+    for i in range(3):  # three shards
+        files.append(tmp_path / f"shard-{i}.txt")
+        files[-1].write_text("\n".join(lines[i::3]), encoding="utf-8")
+    single = count_ngrams([str(f) for f in files], order=4, min_count=3, progress=False)
+    # threads in this process: a process cluster takes ~30 s to start on a busy 2-core machine;
+    # the tasks, serialised arguments and the reduction tree are the same
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        counts = count_ngrams_dask(client, files, order=4, min_count=3, chunk_chars=2000, fan_in=2)
+    assert counts.chars == single.chars and counts.total == single.total
+    for n in range(4):
+        np.testing.assert_array_equal(counts.keys[n], single.keys[n])
+        np.testing.assert_array_equal(counts.counts[n], single.counts[n])
+
+
 def test_pmi_and_branching_entropy_match_definitions(random_text):
     counts = count_ngrams([random_text], order=3, min_count=1, progress=False)
     ref = naive_ngrams(random_text.replace("Ｘ", "X").replace("３", "3"), 3)
