@@ -192,6 +192,18 @@ def iter_chunks(sources, chunk_chars=1 << 22, progress=None):
         yield chunk
 
 
+def reusable(sources, chunk_chars):
+    """`sources` in a form that can be read several times: file paths as they are, texts
+    joined once into chunks (each later pass then walks a few big strings, not every
+    line again)."""
+    if isinstance(sources, (str, os.PathLike)):
+        return sources
+    sources = sources if isinstance(sources, (list, tuple)) else list(sources)
+    if corpus_files(sources) is not None:
+        return sources
+    return list(iter_chunks(sources, chunk_chars))
+
+
 def source_size(sources):
     """Bytes of the files, or characters of the texts (for a progress bar)."""
     files = corpus_files(sources)
@@ -460,8 +472,7 @@ def count_ngrams(sources, order=4, min_count=2, chunk_chars=1 << 22, workers=1, 
     """
     if order < 1 or min_count < 1:
         raise KerasformerError(f"order and min_count must be >= 1, got order={order}, min_count={min_count}")
-    if not isinstance(sources, (str, os.PathLike)):
-        sources = list(sources)  # read twice
+    sources = reusable(sources, chunk_chars)
     code_pts, char_counts = count_chars(sources, chunk_chars, workers, progress)
     total = int(char_counts.sum())
     chars = vocabulary(code_pts, char_counts, min_count, order)

@@ -22,13 +22,12 @@ Both methods do the same three steps, differing in which n-grams count as "solid
    fixed neighbour).
 """
 import math
-import os
 from collections import Counter
 
 import numpy as np
 
 from kerasformer.errors import KerasformerError
-from kerasformer.words.counting import (_map, atomic_write, count_keys, count_ngrams, end_keys, iter_chunks,
+from kerasformer.words.counting import (_map, atomic_write, reusable, count_keys, count_ngrams, end_keys, iter_chunks,
                                         merge_counts, run_lengths, word_code_points, _bar)
 
 METHODS = ("min_entropy", "nlp_zero")
@@ -269,8 +268,7 @@ def discover(sources, method="min_entropy", order=4, min_count=8, min_pmi=None, 
     """
     if method not in METHODS:
         raise KerasformerError(f"method must be one of {METHODS}, got {method!r}")
-    if not isinstance(sources, (str, os.PathLike)):
-        sources = list(sources)
+    sources = reusable(sources, chunk_chars)
     need = max(order, 2) if method == "min_entropy" else (3 if min_branch_entropy > 0 else 2)
     if counts is None:
         counts = count_ngrams(sources, order=need, min_count=min_count, chunk_chars=chunk_chars,
