@@ -8,7 +8,7 @@ Each contender runs in a child process with ``resource.setrlimit(RLIMIT_AS, cap)
 It prints, per contender, whether it finished, the wall time, the peak RSS and the
 number of n-grams kept (min_count).
 
-    python benchmarks/word_counting_memory.py                    # --cap-mb 700, ~2-4 min
+    python benchmarks/word_counting_memory.py                    # --cap-mb 200; naive takes ~5 min
     python benchmarks/word_counting_memory.py --corpus x.txt --cap-mb 400 --min-count 2
 """
 import argparse
@@ -82,10 +82,10 @@ def run(name, args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus", default=DEFAULT_CORPUS)
-    p.add_argument("--cap-mb", type=int, default=700, help="address-space cap of each child (MiB)")
+    p.add_argument("--cap-mb", type=int, default=200, help="address-space cap of each child (MiB)")
     p.add_argument("--order", type=int, default=4)
     p.add_argument("--min-count", type=int, default=5)
-    p.add_argument("--chunk-chars", type=int, default=1 << 20)
+    p.add_argument("--chunk-chars", type=int, default=1 << 18)
     p.add_argument("--partitions", type=int, default=32)
     p.add_argument("--only", help="comma-separated contenders (naive, memory, spill)")
     p.add_argument("--timeout", type=int, default=900)
