@@ -24,11 +24,10 @@ import re
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # run as a script from a checkout
-    sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (recipes/common.py, next to this file; puts the repo on sys.path)
 
-DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data"))
+DATA = common.data_path()
 
 
 def _lines(path):
@@ -142,23 +141,6 @@ def run_nlp_zero(texts, test_lines, args):
                                      "segment_s": time.perf_counter() - start}
 
 
-def write_json(path, obj):
-    import tempfile
-
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -229,7 +211,7 @@ def main(argv=None):
         "args": vars(args), "corpus_chars": sizes, "total_chars": sum(sizes.values()),
         "systems": systems, "examples": examples,
     }
-    write_json(args.out, result)
+    common.write_json(args.out, result)
     if not args.quiet:
         for name, r in systems.items():
             if isinstance(r, dict) and "f1" in r:
