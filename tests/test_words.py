@@ -214,6 +214,8 @@ def test_lexicon_io_and_errors(tmp_path):
         count_ngrams(["abc"], order=0, progress=False)
     with pytest.raises(KerasformerError, match="list"):
         list(iter_chunks(iter([str(path)])))
+    with pytest.raises(KerasformerError, match="nothing to discover"):
+        discover(["，。！", ""], progress=False)
     with pytest.raises(KerasformerError, match="method"):
         discover(["abc"], method="nope", progress=False)
 

@@ -273,6 +273,9 @@ def discover(sources, method="min_entropy", order=4, min_count=8, min_pmi=None, 
     if counts is None:
         counts = count_ngrams(sources, order=need, min_count=min_count, chunk_chars=chunk_chars,
                               workers=workers, progress=progress, spill_dir=spill_dir)
+    if counts.total == 0 or not len(counts.keys[0]):
+        raise KerasformerError(f"no character of the corpus is seen min_count={min_count} times: "
+                               "nothing to discover (is it empty, or not Chinese / alphanumeric text?)")
     solid = solid_ngrams(counts, method, min_pmi, min_proba)
     pieces = count_pieces(sources, counts, solid, chunk_chars, workers, progress)
     min_words = max(min_count, min_proba * sum(pieces.values()))
