@@ -234,6 +234,24 @@ def test_domain_terms_rank_injected_terms(synthetic):
     assert [t["word"] for t in ranked] == ["丙丁", "甲乙"]
 
 
+def test_templates_found_from_generated_routines():
+    from kerasformer.words.templates import find_templates, template_string
+
+    rng = random.Random(5)
+    chars = [chr(0x5000 + i) for i in range(2000)]
+    fillers = sorted({"".join(rng.sample(chars, rng.randint(1, 3))) for _ in range(150)})
+    seg = Segmenter({w: 10 for w in fillers} | {"我想": 50, "一下": 50, "是什么": 50, "意思": 50})
+    texts = []
+    for _ in range(1500):
+        r, mid = rng.random(), "".join(rng.choices(fillers, k=rng.randint(1, 2)))
+        texts.append("我想" + mid + "一下。" if r < 0.3 else mid + "是什么意思？" if r < 0.6
+                     else "".join(rng.choices(fillers, k=rng.randint(2, 6))) + "，")
+    found = find_templates(texts, seg, min_count=20)
+    assert {t for t, _ in found} == {("我想", None, "一下"), (None, "是什么", "意思")}
+    assert {template_string(t) for t, _ in found} == {"我想[X]一下", "[X]是什么意思"}
+    assert all(c >= 400 for _, c in found)
+
+
 def test_cli_discover_and_segment(tmp_path, synthetic, capsys, monkeypatch):
     from kerasformer.cli import main
 

@@ -11,6 +11,8 @@ from kerasformer.words.counting import NgramCounts, count_chars, count_ngrams, i
 from kerasformer.words.discovery import (branching_entropy, discover, load_lexicon, ngram_pmi, save_lexicon,
                                          solid_ngrams)
 from kerasformer.words.segment import Segmenter
+from kerasformer.words.templates import find_templates, template_string
 
 __all__ = ["NgramCounts", "count_chars", "count_ngrams", "iter_chunks", "merge_counts", "branching_entropy",
-           "discover", "load_lexicon", "ngram_pmi", "save_lexicon", "solid_ngrams", "Segmenter"]
+           "discover", "load_lexicon", "ngram_pmi", "save_lexicon", "solid_ngrams", "Segmenter",
+           "find_templates", "template_string"]
