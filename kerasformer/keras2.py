@@ -157,7 +157,7 @@ def min(x, axis=None, keepdims=False):  # noqa: A001
 
 
 def prod(x, axis=None, keepdims=False):
-    if isinstance(x, (list, tuple)) and not any(is_tensor(i) for i in x):
+    if isinstance(x, (list, tuple)) and not builtins_any(is_tensor(i) for i in x):
         return int(np.prod(x))  # a static shape, as bert4keras' K.prod(shape[2:])
     return ops.prod(x, axis=axis, keepdims=keepdims)
 
