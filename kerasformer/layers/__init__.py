@@ -19,6 +19,13 @@ from kerasformer.layers.compat import (Concatenate1D, GatedAttentionUnit, Global
                                        GlobalMaxPooling1D, LayerNormalization, ScaleOffset)
 from kerasformer.training import Loss
 
+# As bert4keras, which replaced them in keras.layers: Keras' own GlobalMaxPooling1D ignores the
+# mask, so a ported script's keras.layers.GlobalMaxPooling1D() would silently pool padding.
+# Ours equal Keras' on unmasked input.
+for _name, _cls in [("GlobalAveragePooling1D", GlobalAveragePooling1D), ("GlobalAvgPool1D", GlobalAveragePooling1D),
+                    ("GlobalMaxPooling1D", GlobalMaxPooling1D), ("GlobalMaxPool1D", GlobalMaxPooling1D)]:
+    setattr(_keras.layers, _name, _cls)
+
 __all__ = [
     "ConditionalRandomField", "EfficientGlobalPointer", "GlobalPointer", "MaximumEntropyMarkovModel",
     "RelativePositionEmbedding", "SinusoidalPositionEmbedding", "apply_rotary", "BiasAdd", "Embedding", "FeedForward", "LayerNorm", "MultiHeadAttention",

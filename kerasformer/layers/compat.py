@@ -135,23 +135,23 @@ class GlobalAveragePooling1D(keras.layers.GlobalAveragePooling1D):
     def call(self, inputs, mask=None):
         axis = 1 if self.data_format == "channels_last" else 2
         if mask is None:
-            return ops.mean(inputs, axis=axis)
+            return ops.mean(inputs, axis=axis, keepdims=self.keepdims)
         mask = ops.cast(mask, inputs.dtype)
         mask = mask[..., None] if axis == 1 else mask[:, None]
-        return ops.sum(inputs * mask, axis=axis) / ops.sum(mask, axis=axis)
+        return ops.sum(inputs * mask, axis=axis, keepdims=self.keepdims) / ops.sum(mask, axis=axis, keepdims=self.keepdims)
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
 class GlobalMaxPooling1D(keras.layers.GlobalMaxPooling1D):
     """Max over the sequence axis ignoring masked steps (bert4keras)."""
 
-    def __init__(self, data_format="channels_last", **kwargs):
+    def __init__(self, data_format=None, **kwargs):
         super().__init__(data_format=data_format, **kwargs)
         self.supports_masking = True
 
     def call(self, inputs, mask=None):
         axis = 1 if self.data_format == "channels_last" else 2
-        return ops.max(sequence_masking(inputs, mask, -np.inf, axis), axis=axis)
+        return ops.max(sequence_masking(inputs, mask, -np.inf, axis), axis=axis, keepdims=self.keepdims)
 
     def compute_mask(self, inputs, mask=None):
         return None
