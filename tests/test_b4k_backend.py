@@ -59,7 +59,8 @@ def test_reshape_flatten_and_losses():
 
 
 def test_variables_and_impossible_names():
-    v = keras.Variable(np.zeros((2, 2), "float32"))
+    v = K.variable(np.zeros((2, 2)))
+    assert K.dtype(v) == "float32"
     K.set_value(v, np.ones((2, 2)))
     np.testing.assert_array_equal(K.eval(v), np.ones((2, 2)))
     for name, hint in [("gradients", "kerasformer.training"), ("function", "keras.Model"),
