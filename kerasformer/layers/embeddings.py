@@ -14,6 +14,28 @@ class Embedding(keras.layers.Embedding):
     embedding (BERT's MLM head, GPT-2's LM head).
     """
 
+    def __init__(self, *args, mask_id=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # bert4keras' token embedding is where the padding mask is born: ids equal to
+        # ``mask_id`` are padding, and Keras carries the mask through every layer to the
+        # model outputs, where Loss layers and the CRF read it. In mode='dense' the hidden
+        # states' own mask passes through.
+        self.mask_id = mask_id
+        self.supports_masking = True
+
+    def compute_mask(self, inputs, mask=None):
+        if not keras.backend.standardize_dtype(inputs.dtype).startswith(("int", "uint")):
+            return mask  # mode='dense': hidden states in, their mask out
+        if self.mask_id is None:
+            return None
+        real = ops.not_equal(inputs, self.mask_id)
+        # the first position always counts as real, as in bert4keras: T5's decoder input
+        # starts with the padding id, and a row never is all padding
+        return ops.concatenate([ops.ones_like(real[:, :1]), real[:, 1:]], axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "mask_id": self.mask_id}
+
     def call(self, inputs, mode="embedding"):
         if mode == "dense":
             return ops.matmul(inputs, ops.transpose(ops.cast(self.embeddings, inputs.dtype)))

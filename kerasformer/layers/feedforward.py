@@ -21,6 +21,7 @@ class FeedForward(keras.layers.Layer):
         self.activation = [activation_name(a) for a in activation]
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.supports_masking = True  # position-wise: the padding mask passes through
 
     def build(self, input_shape):
         dim = input_shape[-1]

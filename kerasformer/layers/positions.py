@@ -87,11 +87,6 @@ class RelativePositionEmbedding(keras.layers.Layer):
             self.embeddings = self.add_weight(name="embeddings", shape=(self.input_dim, self.output_dim),
                                               initializer=self.embeddings_initializer)
 
-    def compute_mask(self, inputs, mask=None):
-        if isinstance(mask, (list, tuple)):
-            return mask[0]
-        return mask
-
     def call(self, inputs, query_offset=0, key_length=None):
         """``query_offset`` / ``key_length``: cached decoding, where the queries are the
         newest positions and the keys the whole cache."""
@@ -108,6 +103,9 @@ class RelativePositionEmbedding(keras.layers.Layer):
         # Only j - i matters, and a left-padded row shifts its query and key positions
         # alike, so cache slots serve as positions: queries at cache_index onwards.
         return self.call(inputs, query_offset=decoding.cache_index, key_length=decoding.key_length)
+
+    def compute_mask(self, inputs, mask=None):
+        return None  # a position table, not a sequence of the batch: no padding to carry
 
     def compute_output_spec(self, inputs):
         q, k = inputs if isinstance(inputs, (list, tuple)) else (inputs, inputs)

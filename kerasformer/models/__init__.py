@@ -21,7 +21,12 @@ MODELS = {
     "t5.1.0": "kerasformer.models.t5:T5",
     "t5.1.1": "kerasformer.models.t5:T5_V1_1",
     "mt5.1.1": "kerasformer.models.t5:T5_V1_1",
+    "gpt": "kerasformer.models.gpt:GPT",
 }
+# bert4keras' keys for one part of T5: '<version>_encoder' / '<version>_decoder'
+for _version, _cls in [("t5", "T5"), ("t5.1.0", "T5"), ("t5.1.1", "T5_V1_1"), ("mt5.1.1", "T5_V1_1")]:
+    for _part in ("encoder", "decoder"):
+        MODELS[f"{_version}_{_part}"] = f"kerasformer.models.t5:{_cls}_{_part.capitalize()}"
 
 
 def get_family(key):
@@ -121,7 +126,9 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
     if not isinstance(model, str):
         key = getattr(cls, "model_key", None)
         key = key if key in MODELS and get_family(key) is cls else None
-    transformer.settings = {"model": key, **configs} if key else None
+    # a model conditioned on tensors of the user's graph cannot be rebuilt from settings
+    conditioned = configs.get("layer_norm_cond") is not None or configs.get("additional_input_layers")
+    transformer.settings = {"model": key, **configs} if key and not conditioned else None
     transformer.build()
     if checkpoint_path is not None:
         try:
