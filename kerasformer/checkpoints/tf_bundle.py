@@ -28,13 +28,14 @@ numpy object array of ``bytes``.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import struct
 import uuid
 
 import numpy as np
 
-from kerasformer.errors import CheckpointError
+from kerasformer.errors import CheckpointError, KerasformerError, brief
 
 __all__ = [
     "TFCheckpointReader",
@@ -811,9 +812,9 @@ class TFCheckpointReader:
                     self._slice_entries[key] = _parse_entry(value)
                 else:
                     self._entries[key.decode("utf-8", "surrogateescape")] = _parse_entry(value)
-            except _FormatError as exc:
+            except (_FormatError, TypeError, ValueError, OverflowError) as exc:
                 raise CheckpointError(
-                    f"{self.index_path}: entry {key!r} is corrupt: {exc}"
+                    f"{self.index_path}: entry {brief(key)} is corrupt: {str(exc)[:200]}"
                 ) from None
         if header is None:
             raise CheckpointError(f"{self.index_path}: no bundle header (the entry with key '')")
@@ -839,8 +840,8 @@ class TFCheckpointReader:
                             while p < len(v):
                                 x, p = _read_varint(v, p)
                                 bad.append(_signed64(x))
-        except _FormatError as exc:
-            raise CheckpointError(f"{self.index_path}: bundle header is corrupt: {exc}") from None
+        except (_FormatError, TypeError, ValueError, OverflowError) as exc:
+            raise CheckpointError(f"{self.index_path}: bundle header is corrupt: {str(exc)[:200]}") from None
         if num_shards < 1 or endianness not in (0, 1):
             raise CheckpointError(
                 f"{self.index_path}: bad bundle header (num_shards={num_shards}, "
@@ -970,7 +971,7 @@ class TFCheckpointReader:
                 f"{self.index_path}: variable {name!r} has unsupported {_dtype_label(e.dtype)}"
             )
         dt = _DTYPES[e.dtype].newbyteorder(self._byteorder)
-        count = int(np.prod(e.shape, dtype=np.int64))
+        count = math.prod(e.shape)
         if e.size != count * dt.itemsize:
             raise CheckpointError(
                 f"{self.index_path}: entry {name!r} says {e.size} bytes, but shape {e.shape} of "
@@ -997,7 +998,12 @@ class TFCheckpointReader:
     def _decode_strings(self, name: str, e: _Entry) -> np.ndarray:
         # [varint64 len]*n [uint32 masked crc of the lengths] [string bytes]*n.  The checksums
         # cover each length as a fixed uint32 (uint64 when > 4 GiB), not its varint bytes.
-        count = int(np.prod(e.shape, dtype=np.int64))
+        count = math.prod(e.shape)
+        # every string costs at least its one-byte length, so a forged shape is caught here,
+        # before an object array of that many elements is allocated
+        if count > max(e.size, 1 << 16):
+            raise self._corrupt(name, e, f"has shape {brief(e.shape)}: {count} strings cannot fit "
+                                         f"in {e.size} bytes")
         out = np.empty(count, dtype=object)
         if e.size == 0:  # TF itself reads a zero-size string entry as all-empty strings
             out[:] = b""
@@ -1010,6 +1016,8 @@ class TFCheckpointReader:
         try:
             for _ in range(count):
                 n, pos = _read_varint(buf, pos)
+                if n > len(buf):
+                    raise _FormatError("string longer than its entry")
                 lengths.append(n)
                 width = 4 if n <= _U32 else 8
                 crc = crc32c(n.to_bytes(width, order), crc)
@@ -1038,6 +1046,16 @@ class TFCheckpointReader:
         # stored as its own entry under a key made by _slice_key.
         rank = len(e.shape)
         dtype = self.dtype(name)
+        # the listed slices must hold enough elements to cover the shape (their sizes were
+        # checked against the data files), so a forged shape fails before the allocation
+        stored = sum(math.prod(p.shape) for p in (
+            self._slice_entries.get(_slice_key(name.encode("utf-8", "surrogateescape"),
+                                               x or [(0, None)] * rank))
+            for x in e.slices if len(x) in (0, rank)) if p is not None)
+        if math.prod(e.shape) > stored:
+            raise CheckpointError(
+                f"{self.index_path}: the stored slices of {brief(name)} do not cover its shape "
+                f"{brief(e.shape)}")
         full = np.empty(e.shape, dtype=dtype)
         covered = np.zeros(e.shape, dtype=bool)
         raw_name = name.encode("utf-8", "surrogateescape")
@@ -1077,9 +1095,16 @@ class TFCheckpointReader:
     def get(self, name) -> np.ndarray:
         """The tensor ``name`` as a numpy array (its crc32c checked when ``verify``)."""
         e = self._entry(name)
-        if e.slices:
-            return self._assemble(name, e)
-        return self._decode(name, e)
+        try:
+            if e.slices:
+                return self._assemble(name, e)
+            return self._decode(name, e)
+        except KerasformerError:
+            raise
+        except (TypeError, ValueError, OverflowError, IndexError) as exc:
+            # a forged entry that slipped past the checks above: still name file and entry
+            raise CheckpointError(f"{self.index_path}: entry {brief(name)} is corrupt "
+                                  f"({type(exc).__name__}: {str(exc)[:200]})") from None
 
     def __getitem__(self, name) -> np.ndarray:
         return self.get(name)
