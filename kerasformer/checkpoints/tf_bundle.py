@@ -1048,11 +1048,10 @@ class TFCheckpointReader:
         dtype = self.dtype(name)
         # the listed slices must hold enough elements to cover the shape (their sizes were
         # checked against the data files), so a forged shape fails before the allocation
-        stored = sum(math.prod(p.shape) for p in (
-            self._slice_entries.get(_slice_key(name.encode("utf-8", "surrogateescape"),
-                                               x or [(0, None)] * rank))
-            for x in e.slices if len(x) in (0, rank)) if p is not None)
-        if math.prod(e.shape) > stored:
+        parts = [self._slice_entries.get(_slice_key(name.encode("utf-8", "surrogateescape"),
+                                                    x or [(0, None)] * rank))
+                 for x in e.slices if len(x) in (0, rank)]
+        if None not in parts and math.prod(e.shape) > sum(math.prod(p.shape) for p in parts):
             raise CheckpointError(
                 f"{self.index_path}: the stored slices of {brief(name)} do not cover its shape "
                 f"{brief(e.shape)}")
