@@ -27,11 +27,11 @@ numpy object array of ``bytes``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import struct
-import uuid
 
 import numpy as np
 
@@ -669,12 +669,12 @@ def _parse_entry(buf) -> _Entry:
     return e
 
 
-def _encode_entry(dtype: int, shape, offset: int, size: int, crc: int) -> bytes:
+def _encode_entry(dtype: int, shape, offset: int, size: int, crc: int, shard: int = 0) -> bytes:
     shape_pb = b"".join(_pb_bytes(2, _pb_varint(1, d)) for d in shape)
     return (
         _pb_varint(1, dtype)
         + _pb_bytes(2, shape_pb)
-        + _pb_varint(3, 0)  # shard_id: single shard
+        + _pb_varint(3, shard)  # shard_id
         + _pb_varint(4, offset)
         + _pb_varint(5, size)
         + _pb_fixed32(6, _mask_crc(crc))
@@ -1046,33 +1046,31 @@ class TFCheckpointReader:
         # stored as its own entry under a key made by _slice_key.
         rank = len(e.shape)
         dtype = self.dtype(name)
-        # the listed slices must hold enough elements to cover the shape (their sizes were
-        # checked against the data files), so a forged shape fails before the allocation
-        parts = [self._slice_entries.get(_slice_key(name.encode("utf-8", "surrogateescape"),
-                                                    x or [(0, None)] * rank))
-                 for x in e.slices if len(x) in (0, rank)]
-        if None not in parts and math.prod(e.shape) > sum(math.prod(p.shape) for p in parts):
+        raw_name = name.encode("utf-8", "surrogateescape")
+        parts = []
+        for extents in e.slices:
+            extents = extents or [(0, None)] * rank
+            if len(extents) != rank:
+                raise CheckpointError(
+                    f"{self.index_path}: slice of {brief(name)} has rank {len(extents)}, the "
+                    f"variable has rank {rank}"
+                )
+            part = self._slice_entries.get(_slice_key(raw_name, extents))
+            if part is None:
+                raise CheckpointError(
+                    f"{self.index_path}: slice {brief(extents)} of partitioned variable "
+                    f"{brief(name)} is listed but not stored"
+                )
+            parts.append((extents, part))
+        # the stored slices (their sizes were checked against the data files) must hold enough
+        # elements to cover the shape, so a forged shape fails before the allocation
+        if math.prod(e.shape) > sum(math.prod(part.shape) for _, part in parts):
             raise CheckpointError(
                 f"{self.index_path}: the stored slices of {brief(name)} do not cover its shape "
                 f"{brief(e.shape)}")
         full = np.empty(e.shape, dtype=dtype)
         covered = np.zeros(e.shape, dtype=bool)
-        raw_name = name.encode("utf-8", "surrogateescape")
-        for extents in e.slices:
-            if not extents:
-                extents = [(0, None)] * rank
-            if len(extents) != rank:
-                raise CheckpointError(
-                    f"{self.index_path}: slice of {name!r} has rank {len(extents)}, the "
-                    f"variable has rank {rank}"
-                )
-            key = _slice_key(raw_name, extents)
-            part = self._slice_entries.get(key)
-            if part is None:
-                raise CheckpointError(
-                    f"{self.index_path}: slice {extents} of partitioned variable {name!r} "
-                    f"is listed but not stored"
-                )
+        for extents, part in parts:
             index = tuple(
                 slice(start, start + length) if length is not None else slice(None)
                 for start, length in extents
@@ -1080,13 +1078,13 @@ class TFCheckpointReader:
             value = self._decode(f"{name}{extents}", part)
             if value.shape != full[index].shape:
                 raise CheckpointError(
-                    f"{self.index_path}: slice {extents} of {name!r} has shape {value.shape}"
+                    f"{self.index_path}: slice {extents} of {brief(name)} has shape {value.shape}"
                 )
             full[index] = value
             covered[index] = True
         if not covered.all():
             raise CheckpointError(
-                f"{self.index_path}: the stored slices of {name!r} do not cover its shape "
+                f"{self.index_path}: the stored slices of {brief(name)} do not cover its shape "
                 f"{e.shape}"
             )
         return full
@@ -1192,48 +1190,60 @@ def _serialize(name: str, value) -> tuple[int, tuple[int, ...], list, int]:
 
 
 def write_tf_checkpoint(prefix, tensors) -> None:
-    """Write ``{name: array}`` as a single-shard TensorFlow V2 checkpoint at ``prefix``.
+    """Write ``{name: array}`` as a TensorFlow V2 checkpoint at ``prefix``, atomically.
 
-    Produces ``prefix.index`` and ``prefix.data-00000-of-00001`` that ``tf.train.load_checkpoint``
-    reads.  Both are written to temporary files first and then renamed into place (data first),
-    so readers never see a half-written checkpoint.  Accepts numeric and bool arrays, bytes/str
-    arrays (stored as TF strings) and ``ml_dtypes.bfloat16`` arrays (stored as bfloat16).
+    Produces ``prefix.index`` and one data file that ``tf.train.load_checkpoint`` reads.
+    Accepts numeric and bool arrays, bytes/str arrays (stored as TF strings) and
+    ``ml_dtypes.bfloat16`` arrays (stored as bfloat16).
+
+    Atomic across the two files: the index is the one pointer that is switched.  The data goes
+    to a file the current index does not use -- ``prefix.data-00000-of-00001``, or, when that is
+    the live one, ``prefix.data-00001-of-00002`` under an index saying "2 shards, all data in
+    shard 1" (TF opens only the shards its entries name) -- and only then is the new index
+    renamed over the old one.  A kill at any moment leaves the old or the new checkpoint whole;
+    the old data file is removed after the switch.
     """
     prefix = os.fspath(prefix)
     names = []
     for name in tensors:
         if not isinstance(name, str) or not name:
-            raise CheckpointError(f"checkpoint variable names must be non-empty str, got {name!r}")
+            raise CheckpointError(f"checkpoint variable names must be non-empty str, got {brief(name)}")
         names.append(name)
     names.sort(key=lambda n: n.encode("utf-8"))  # the table is sorted bytewise
 
+    from kerasformer.checkpoints.torch_pickle import atomic_write
+
     directory = os.path.dirname(prefix) or "."
     os.makedirs(directory, exist_ok=True)
-    data_path = _data_filename(prefix, 0, 1)
-    index_path = prefix + ".index"
-    tag = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp_data, tmp_index = data_path + tag, index_path + tag
-    try:
-        items = [(b"", _encode_header(1))]
+    live = _live_num_shards(prefix)
+    num_shards = 2 if live == 1 else 1
+    shard = num_shards - 1
+    items = [(b"", _encode_header(num_shards))]
+    with atomic_write(_data_filename(prefix, shard, num_shards)) as tmp:
         offset = 0
-        with open(tmp_data, "wb") as f:
+        with open(tmp, "wb") as f:
             for name in names:
                 enum, shape, chunks, crc = _serialize(name, tensors[name])
                 size = 0
                 for chunk in chunks:
                     f.write(chunk)
                     size += len(chunk)
-                items.append((name.encode("utf-8"), _encode_entry(enum, shape, offset, size, crc)))
+                entry = _encode_entry(enum, shape, offset, size, crc, shard)
+                items.append((name.encode("utf-8"), entry))
                 offset += size
-            f.flush()
-            os.fsync(f.fileno())
-        with open(tmp_index, "wb") as f:
+    with atomic_write(prefix + ".index") as tmp:  # the switch
+        with open(tmp, "wb") as f:
             f.write(_build_table(items))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_data, data_path)
-        os.replace(tmp_index, index_path)
-    finally:
-        for path in (tmp_data, tmp_index):
-            if os.path.exists(path):
-                os.remove(path)
+    if live is not None and live != num_shards:
+        for old in range(live):
+            with contextlib.suppress(OSError):
+                os.remove(_data_filename(prefix, old, live))
+
+
+def _live_num_shards(prefix: str):
+    """How many shards the checkpoint now at ``prefix`` has, or None (none, or unreadable)."""
+    try:
+        with TFCheckpointReader(prefix, verify=False) as reader:
+            return reader.num_shards
+    except CheckpointError:
+        return None

@@ -831,19 +831,28 @@ def _little_endian_contiguous(arr: np.ndarray) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def atomic_write(path) -> Iterator[str]:
+def atomic_write(path, suffix: str = "") -> Iterator[str]:
     """Yield a temporary path next to ``path``; on success move it over ``path`` in one step.
 
-    A crash or exception leaves any existing ``path`` untouched and removes the temporary file.
-    The temp file is created with mode 0o666 minus the umask, like a plain ``open(path, 'w')``.
+    A crash or exception leaves any existing ``path`` untouched and removes the temporary file;
+    a process killed mid-write leaves its temporary file behind, and the next save of the same
+    ``path`` removes it (temporary names carry the writer's pid, so a live writer's file is
+    kept).  The result has mode 0o666 minus the umask, like a plain ``open(path, 'w')``,
+    whatever mode the writing library chose.  ``suffix`` ends the temporary name, for writers
+    that insist on an extension (Keras: ``.keras``, ``.weights.h5``).
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    base = os.path.basename(path)
+    _remove_stale_temps(directory, base)
+    tmp = os.path.join(directory, f".{base}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{suffix}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    mode = os.fstat(fd).st_mode & 0o777  # 0o666 minus the umask, without touching the umask
     os.close(fd)
     try:
         yield tmp
+        if os.stat(tmp).st_mode & 0o777 != mode:
+            os.chmod(tmp, mode)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -851,6 +860,33 @@ def atomic_write(path) -> Iterator[str]:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def _remove_stale_temps(directory: str, base: str) -> None:
+    """Remove temporary files of earlier writes of ``base`` whose writer process is gone."""
+    prefix = f".{base}."
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        pid, dash, rest = name[len(prefix):].partition("-")
+        if not (dash and pid.isdigit() and rest[12:16] == ".tmp") or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(directory, name))
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # another thread of ours may be writing
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process: leave its file alone
+    return True
 
 
 def save_torch_bin(path, tensors: dict[str, np.ndarray]) -> None:

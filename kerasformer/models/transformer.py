@@ -365,6 +365,23 @@ class TransformerModel(keras.Model):
         model.settings = settings
         return model
 
+    # Saves are atomic and accept bert4keras' names ('best_model.weights', 'x.model'):
+    # see kerasformer.saving for the naming rule.
+    def save(self, filepath, overwrite=True, **kwargs):
+        from kerasformer import saving
+
+        return saving.save_model(self, filepath, overwrite=overwrite, **kwargs)
+
+    def save_weights(self, filepath, overwrite=True, **kwargs):
+        from kerasformer import saving
+
+        return saving.save_weights(self, filepath, overwrite=overwrite, **kwargs)
+
+    def load_weights(self, filepath, **kwargs):
+        from kerasformer import saving
+
+        return saving.load_weights(self, filepath, **kwargs)
+
 
 def _jsonable(settings):
     """``settings`` as plain JSON values (numpy arrays to lists, dtype policies to names),
