@@ -48,6 +48,10 @@ class Transformer:
         recompute=False,
         dtype_policy=None,
     ):
+        from kerasformer.validation import check_config
+
+        # direct construction (build_transformer_model has checked its file and arguments)
+        check_config({k: v for k, v in locals().items() if k != "self"}, f"{type(self).__name__}()")
         if keep_tokens is not None:
             vocab_size = len(keep_tokens)
         if compound_tokens is not None:
@@ -327,8 +331,14 @@ def load_config(config_path):
             config = json.load(f)
     except FileNotFoundError:
         raise KerasformerError(f"config file not found: {config_path}") from None
-    except json.JSONDecodeError as e:
-        raise KerasformerError(f"config file {config_path} is not valid JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise KerasformerError(f"config file {config_path} is not UTF-8 text ({e.reason} at byte "
+                               f"{e.start})") from None
+    except (ValueError, RecursionError) as e:  # bad JSON, 100k-deep nesting, huge ints
+        raise KerasformerError(f"config file {config_path} is not valid JSON: {str(e)[:200]}") from None
+    if not isinstance(config, dict):
+        raise KerasformerError(f"config file {config_path} must hold a JSON object (name: value), "
+                               f"got a JSON {type(config).__name__}")
     renames = {
         "max_position_embeddings": "max_position",
         "hidden_dropout_prob": "dropout_rate",
