@@ -116,6 +116,27 @@ def _is_pair(c):
     return len(c) == 2 and all(isinstance(x, (list, tuple)) for x in c)
 
 
+# A config whose tables would hold more parameters than this is refused before Keras tries
+# to allocate them (a typo'd or hostile vocab_size=10**12); raise it for a bigger model.
+MAX_PARAMETERS = 2 ** 33
+
+
+def check_model_size(config, origin=""):
+    """Refuse a config whose embedding and block matrices exceed ``MAX_PARAMETERS``."""
+    get = lambda key, default=0: config.get(key) or default  # noqa: E731
+    hidden = get("hidden_size", 1)
+    embedding = get("embedding_size", hidden)
+    layers, inner = get("num_hidden_layers"), get("intermediate_size")
+    total = ((get("vocab_size") + get("max_position") + get("segment_vocab_size")) * embedding
+             + layers * (4 * hidden * hidden + 2 * hidden * inner))
+    if total > MAX_PARAMETERS:
+        raise KerasformerError(
+            f"the config{_where(origin)} describes about {total:.3g} parameters, more than "
+            f"kerasformer.validation.MAX_PARAMETERS = {MAX_PARAMETERS:.3g}; check vocab_size, "
+            "hidden_size, intermediate_size, num_hidden_layers and max_position (or raise the "
+            "limit for a model that big)")
+
+
 # ------------------------------------------------------------------ generate()
 
 # Models without a position table (T5's relative buckets, rotary encodings) accept any length,
