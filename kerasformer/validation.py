@@ -106,10 +106,22 @@ def check_config(config, origin=""):
             raise KerasformerError(f"{key} must be a list of token ids{_where(origin)}, got "
                                    f"{brief(ids)}")
     act = config.get("hidden_act")
-    if act is not None and not (isinstance(act, str) or callable(act) or (
-            isinstance(act, (list, tuple)) and all(isinstance(a, str) or callable(a) for a in act))):
-        raise KerasformerError(f"hidden_act must be an activation name{_where(origin)}, got "
-                               f"{brief(act)}")
+    if act is not None:
+        _check_activation(act, origin)
+
+
+def _check_activation(act, origin):
+    from kerasformer.layers.activations import get_activation
+
+    names = act if isinstance(act, (list, tuple)) and act else [act]
+    for name in names:
+        try:
+            if not (isinstance(name, str) or callable(name)):
+                raise ValueError(name)
+            get_activation(name)
+        except ValueError:  # Keras' word for an unknown identifier
+            raise KerasformerError(f"hidden_act must be an activation name{_where(origin)}, "
+                                   f"got {brief(act)}") from None
 
 
 def _is_pair(c):
