@@ -18,7 +18,8 @@ Two on-disk layouts exist, and both are still common for BERT-era checkpoints:
 
 Tensors are rebuilt from (storage, offset, size, stride) with bounds checks, so
 views, transposes, 0-d tensors and tensors sharing one storage come out exactly
-as torch would give them; no returned array shares memory with another.  numpy has no
+as torch would give them; no returned array shares memory with another (expanded,
+stride-0 tensors stay read-only views of their own bytes).  numpy has no
 bfloat16, so bfloat16 tensors come back as float32 (exact: bf16 is the top half
 of a float32).
 
@@ -795,7 +796,9 @@ def load_torch_bin(path) -> dict[str, np.ndarray]:
       dict of tensors under ``'state_dict'``, ``'model'`` or ``'module'`` (a training script's
       wrapper, e.g. ``{'model': ..., 'epoch': 3}``), that inner dict is returned.  Nested dicts
       are not flattened.
-    * No two arrays share memory (views and shared storages are copied apart).
+    * No two arrays share memory (views and shared storages are copied apart).  A tensor whose
+      strides overlap (``expand``, stride 0) comes back as a read-only strided view of its own
+      few bytes, as torch keeps it, not materialised.
     * bfloat16 tensors are returned as float32 (exact; numpy has no bfloat16).
     * Truncated or corrupt files raise ``CheckpointError`` naming the file.
     """
