@@ -494,3 +494,6 @@ def recompute_call(layer, call):
 # they import layers, which import this module.
 from kerasformer import keras2 as K  # noqa: E402,F401,N812
 from kerasformer.backend_compat import *  # noqa: E402,F401,F403
+from kerasformer import keras_compat  # noqa: E402
+
+keras_compat.install()  # bert4keras' file names and nested lists on every keras.Model
