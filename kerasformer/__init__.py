@@ -19,10 +19,14 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Keras is imported on first use of a model name, not by `import kerasformer`: the
     # command line must choose the backend first, and `kerasformer --help` stays instant
-    if name in ("build_transformer_model", "save_pretrained"):
-        from kerasformer import models
+    if name == "build_transformer_model":
+        from kerasformer.models import build_transformer_model
 
-        return getattr(models, name)
+        return build_transformer_model
+    if name == "save_pretrained":
+        from kerasformer.pretrained import save_pretrained
+
+        return save_pretrained
     # the tokenizer and snippets are imported lazily: they need no Keras at all
     if name in ("Tokenizer", "load_vocab", "save_vocab"):
         from kerasformer.tokenizers import wordpiece

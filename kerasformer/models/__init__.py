@@ -85,6 +85,8 @@ def declared_family(config, config_file=None):
     (``albert_config.json``, ``mt5_base_config.json``, OpenAI's ``hparams.json``) or keys
     (ALBERT's ``num_hidden_groups``, NEZHA's ``use_relative_position``). A ``model_type``
     kerasformer does not build raises "not supported yet"."""
+    if config.get("kerasformer_model") in MODELS:  # written by save_pretrained
+        return config["kerasformer_model"]
     model_type = config.get("model_type")
     gated = (str(config.get("feed_forward_proj", "")).startswith("gated-")
              or isinstance(config.get("hidden_act"), (list, tuple)))
@@ -210,6 +212,8 @@ def make_transformer(config_path=None, checkpoint_path=None, model=None, applica
         key = getattr(cls, "model_key", None)
         key = key if key in MODELS and get_family(key) is cls else None
     transformer.settings = {"model": key, **configs} if key else None
+    # save_pretrained copies the vocabulary found beside the config
+    transformer.source_dir = os.path.dirname(os.path.abspath(config_file)) if config_file else None
     return transformer, checkpoint_path
 
 

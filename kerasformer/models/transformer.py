@@ -99,6 +99,7 @@ class Transformer:
         return self.model
 
     settings = None  # {"model": key, **constructor arguments}: set by build_transformer_model
+    source_dir = None  # the folder of the config it was built from (save_pretrained copies its vocabulary)
 
     def keras_model(self, inputs, outputs, name=None):
         """The functional model over ``inputs`` -> ``outputs``, linked back to this family
@@ -285,6 +286,13 @@ class Transformer:
             save_torch_bin(path, self.export_tensors("hf"))
         else:
             raise KerasformerError(f"unknown checkpoint format {format!r}; use 'tf', 'safetensors' or 'torch'")
+
+    def save_pretrained(self, folder, format="safetensors", tokenizer=None):
+        """A model folder (config, weights, vocabulary) that ``build_transformer_model(folder)``
+        and Hugging Face's ``from_pretrained`` load; see :func:`kerasformer.pretrained.save_pretrained`."""
+        from kerasformer.pretrained import save_pretrained
+
+        return save_pretrained(self, folder, format=format, tokenizer=tokenizer)
 
 
 @contextlib.contextmanager
