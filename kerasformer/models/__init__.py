@@ -157,9 +157,13 @@ def resolve_family(model, config, config_file=None, checkpoint_path=None):
         if key is None and checkpoint_path is not None:
             from kerasformer.checkpoints.resolve import open_checkpoint
 
-            names = checkpoint_path.keys() if hasattr(checkpoint_path, "keys") else \
-                open_checkpoint(checkpoint_path).keys()
+            names = list(checkpoint_path.keys() if hasattr(checkpoint_path, "keys") else
+                         open_checkpoint(checkpoint_path).keys())
             key = guess_family(names)
+            if key == "t5":  # the version shows in the feed-forward (its config may not say)
+                gated = isinstance(config.get("hidden_act"), (list, tuple)) or any(
+                    "wi_0" in n for n in names)
+                key = "t5.1.1" if gated else "t5.1.0"
         key = key or "bert"  # bert4keras' default
         return key, get_family(key)
     if isinstance(model, str):
