@@ -133,6 +133,17 @@ class _ShapesOnly(collections.abc.Mapping):
         return len(self.tensors)
 
 
+def family_of(config_file, tensors, model=None):
+    """``model``, else the family the config declares, else the one the weight names show
+    (None: bert4keras' default, BERT)."""
+    if model is not None:
+        return model
+    from kerasformer.models import declared_family, guess_family
+    from kerasformer.models.transformer import load_config
+
+    return declared_family(load_config(config_file), config_file) or guess_family(tensors.keys())
+
+
 def load_with_heads(path, config=None, model=None, read_weights=True):
     """Build the family the checkpoint at ``path`` holds, with every head it holds, and
     load it: ``(transformer, report, heads, tensors, config_file)``. Building uses zero
@@ -158,6 +169,7 @@ def load_with_heads(path, config=None, model=None, read_weights=True):
         transformer.build()
         return transformer, transformer.load_weights_from_checkpoint(source)
 
+    model = family_of(config_file, tensors, model)
     first, _ = make_transformer(config_file, path, model)
     model = first.settings["model"] if first.settings else type(first)
     accepted = _accepted_kwargs(type(first))
@@ -230,9 +242,9 @@ def cmd_info(args):
         from kerasformer.checkpoints.resolve import open_checkpoint
         from kerasformer.models import make_transformer
 
-        config_file = config_for(args.path, args.config)
-        transformer, _ = make_transformer(config_file, args.path, args.model)
-        sentence = mismatch_sentence(transformer, open_checkpoint(args.path).keys(), e)
+        config_file, tensors = config_for(args.path, args.config), open_checkpoint(args.path)
+        transformer, _ = make_transformer(config_file, args.path, family_of(config_file, tensors, args.model))
+        sentence = mismatch_sentence(transformer, tensors.keys(), e)
         if sentence is None:
             raise
         print(f"checkpoint   {args.path}\nconfig       {config_file}")

@@ -104,17 +104,14 @@ def hf_config(t):
             hf = "Roberta"
             config["model_type"] = "roberta"
         elif family == "albert":
-            if not t.always_map_embeddings and t.embedding_size == t.hidden_size:
-                raise KerasformerError(
-                    "this ALBERT (from a Google config, embedding_size == hidden_size) has no "
-                    "embedding projection, which every Hugging Face ALBERT has; save it with "
-                    "save_weights_as_checkpoint(..., format='tf') instead")
-            hf = "Albert"
-            config.update(model_type="albert", embedding_size=t.embedding_size,
-                          num_hidden_groups=1, inner_group_num=1)
+            config.update(embedding_size=t.embedding_size, num_hidden_groups=1, inner_group_num=1)
             google_name = "albert_config.json"
             google = dict(config, hidden_act="gelu" if t.hidden_act == "gelu_tanh" else config["hidden_act"])
-            del google["model_type"]
+            # every HF ALBERT projects its embeddings; a Google one with embedding_size ==
+            # hidden_size has no projection, so its config.json stays kerasformer's own
+            hf = "Albert" if t.always_map_embeddings or t.embedding_size != t.hidden_size else None
+            if hf:
+                config["model_type"] = "albert"
         elif family == "electra":
             hf = "Electra"
             config.update(model_type="electra", embedding_size=t.embedding_size)

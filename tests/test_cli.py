@@ -144,6 +144,22 @@ def test_convert_round_trips_through_every_format(source, tmp_path, capsys):
     assert set(weights) - set(converted) <= {"bert/embeddings/position_ids"}
 
 
+def test_convert_google_albert_for_transformers(tmp_path):
+    """A Google TF ALBERT (written by TensorFlow) converted to safetensors loads in HF with no
+    missing keys and gives what HF gives on TF's own arrays."""
+    import transformers
+
+    from test_albert import batch, hf_from_google_fixture, hf_outputs
+
+    assert main(["convert", os.path.join(FIXTURES, "albert"), str(tmp_path), "--to", "safetensors"]) == 0
+    hf, info = transformers.AlbertForPreTraining.from_pretrained(str(tmp_path), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    got = hf_outputs(hf.eval(), *batch())
+    expected = hf_outputs(hf_from_google_fixture("gelu_new"), *batch())
+    for name in expected:
+        assert np.abs(np.asarray(got[name]) - np.asarray(expected[name])).max() <= 1e-5, name
+
+
 def test_generate_prints_the_continuation_and_streams_it(tmp_path, capsys):
     from kerasformer import build_transformer_model, generate
     from kerasformer.tokenizers.wordpiece import Tokenizer

@@ -83,8 +83,12 @@ def test_config_naming_another_family_is_an_error(tmp_path, config, wrong, right
     assert model.settings["model"] == right
 
 
-@pytest.mark.parametrize("config", [transformers.LlamaConfig(), transformers.BartConfig()],
-                         ids=["llama", "bart"])
+@pytest.mark.parametrize("config", [  # tiny: a regression must not build a 7B model
+    transformers.LlamaConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                             num_attention_heads=4, vocab_size=99),
+    transformers.BartConfig(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                            decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37,
+                            vocab_size=99)], ids=["llama", "bart"])
 def test_unsupported_family_says_so(tmp_path, config):
     config.save_pretrained(str(tmp_path))
     with pytest.raises(KerasformerError, match=f"model_type '{config.model_type}' is not supported yet"):

@@ -56,9 +56,13 @@ FAMILY_SIGNATURES = [
 
 
 def guess_family(names):
+    """The family key the checkpoint's names betray, or None (T5: its version, from the
+    feed-forward's names)."""
     names = list(names)
     for family, marks in FAMILY_SIGNATURES:
         if any(mark in n for n in names for mark in marks):
+            if family == "t5":
+                return "t5.1.1" if any("wi_0" in n for n in names) else "t5.1.0"
             return family
     return None
 
@@ -124,8 +128,8 @@ def _checkpoint_config(checkpoint_path):
     path = os.fspath(checkpoint_path)
     directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     try:
-        return find_config_file(directory)
-    except KerasformerError:
+        return find_config_file(directory) if os.path.isdir(directory) else None
+    except KerasformerError:  # no config there, or several
         return None
 
 
@@ -141,7 +145,7 @@ def resolve_family(model, config, config_file=None, checkpoint_path=None):
     """``(key or None, family class)`` for ``build_transformer_model``.
 
     ``model=None`` takes the family the config (or the config beside the checkpoint)
-    declares, else the one the checkpoint's names betray, else BERT. An explicit
+    declares, else BERT (bert4keras' default). An explicit
     ``model`` wins, unless the checkpoint's own config names another family: loading
     RoBERTa weights into BERT runs but computes something else, so that is an error."""
     declared = []  # (family, file that says so)
@@ -153,18 +157,8 @@ def resolve_family(model, config, config_file=None, checkpoint_path=None):
             if family is not None:
                 declared.append((family, file))
     if model is None:
-        key = declared[0][0] if declared else None
-        if key is None and checkpoint_path is not None:
-            from kerasformer.checkpoints.resolve import open_checkpoint
-
-            names = list(checkpoint_path.keys() if hasattr(checkpoint_path, "keys") else
-                         open_checkpoint(checkpoint_path).keys())
-            key = guess_family(names)
-            if key == "t5":  # the version shows in the feed-forward (its config may not say)
-                gated = isinstance(config.get("hidden_act"), (list, tuple)) or any(
-                    "wi_0" in n for n in names)
-                key = "t5.1.1" if gated else "t5.1.0"
-        key = key or "bert"  # bert4keras' default
+        # bert4keras' default; a checkpoint of another family fails to load with a hint
+        key = declared[0][0] if declared else "bert"
         return key, get_family(key)
     if isinstance(model, str):
         key = model.lower()
@@ -260,7 +254,8 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model=None,
 
             family = guess_family(open_checkpoint(checkpoint_path).keys())
             own = getattr(type(transformer), "model_key", None)
-            if family and own and family != own and not (family == "bert" and own == "roberta"):
+            if (family and own and family != own and get_family(family) is not type(transformer)
+                    and not (family == "bert" and own == "roberta")):
                 raise FamilyMismatchError(
                     f"{checkpoint_path} looks like a {family!r} checkpoint, but model={own!r} was "
                     f"asked for; pass model={family!r}") from e
