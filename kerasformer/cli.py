@@ -321,14 +321,17 @@ def cmd_generate(args):
 
     folder = args.folder if os.path.isdir(args.folder) else os.path.dirname(os.path.abspath(args.folder))
     tokenizer, end_id = folder_tokenizer(folder)
-    probe, _ = make_transformer(args.folder, None, args.model)
+    from kerasformer.checkpoints.resolve import open_checkpoint
+
+    model_key = family_of(config_for(folder), open_checkpoint(folder), args.model)
+    probe, _ = make_transformer(args.folder, None, model_key)
     accepted = _accepted_kwargs(type(probe))
     options = {}
     if "with_lm" not in accepted and "with_mlm" in accepted:  # a BERT-style encoder: UniLM
         options = dict(with_mlm="linear", application=args.application or "unilm")
     elif args.application:
         options["application"] = args.application
-    model = build_transformer_model(args.folder, model=args.model, **options)
+    model = build_transformer_model(args.folder, model=model_key, **options)
     token_ids = tokenizer.encode(args.prompt)[0]
     if options.get("application") == "lm" or "with_lm" in accepted and not hasattr(probe, "call_decoder"):
         token_ids = token_ids[:-1] if token_ids and token_ids[-1] == end_id else token_ids

@@ -179,3 +179,24 @@ def test_generate_prints_the_continuation_and_streams_it(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == text
     assert main(["generate", folder, "w1 w2 w3", "--max-new-tokens", "5", "--stream"]) == 0
     assert capsys.readouterr().out.strip() == text
+
+
+def test_generate_with_a_t5_folder_and_its_sentencepiece_model(tmp_path, capsys):
+    spm = pytest.importorskip("sentencepiece")
+    from kerasformer import build_transformer_model, generate
+    from kerasformer.tokenizers.sentencepiece import SpTokenizer
+
+    source = os.path.join(FIXTURES, "t5", "t5_1_1_tiny")  # vocab 64
+    for name in os.listdir(source):
+        shutil.copy(os.path.join(source, name), tmp_path / name)
+    words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "park"]
+    rng = np.random.default_rng(0)
+    sentences = (" ".join(rng.choice(words, 6)) for _ in range(200))
+    spm.SentencePieceTrainer.train(sentence_iterator=sentences, model_prefix=str(tmp_path / "spiece"),
+                                   vocab_size=25, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   minloglevel=2, num_threads=1)
+    tokenizer = SpTokenizer(str(tmp_path / "spiece.model"))
+    model = build_transformer_model(str(tmp_path), model="t5.1.1")  # the CLI finds it by the names
+    expected = generate(model, [tokenizer.encode("the cat sat")[0]], 4, end_id=1)[0]
+    assert main(["generate", str(tmp_path), "the cat sat", "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.strip() == tokenizer.decode([t for t in expected if t != 1]).strip()
