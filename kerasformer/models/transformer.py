@@ -119,6 +119,7 @@ class Transformer:
         return self.model
 
     settings = None  # {"model": key, **constructor arguments}: set by build_transformer_model
+    source_dir = None  # the folder of the config it was built from (save_pretrained copies its vocabulary)
 
     def keras_model(self, inputs, outputs, name=None):
         """The functional model over ``inputs`` -> ``outputs``, linked back to this family
@@ -331,6 +332,13 @@ class Transformer:
         else:
             raise KerasformerError(f"unknown checkpoint format {format!r}; use 'tf', 'safetensors' or 'torch'")
 
+    def save_pretrained(self, folder, format="safetensors", tokenizer=None):
+        """A model folder (config, weights, vocabulary) that ``build_transformer_model(folder)``
+        and Hugging Face's ``from_pretrained`` load; see :func:`kerasformer.pretrained.save_pretrained`."""
+        from kerasformer.pretrained import save_pretrained
+
+        return save_pretrained(self, folder, format=format, tokenizer=tokenizer)
+
 
 @contextlib.contextmanager
 def _global_dtype_policy(policy):
@@ -355,18 +363,29 @@ def source(name, transpose=False, *aliases):
     return WeightSource(names=(name,) + tuple(aliases), transpose=transpose)
 
 
+def find_config_file(path):
+    """``path`` itself, or for a directory the config in it: ``config.json``,
+    ``bert_config.json``, ``hparams.json``, else the only ``*_config.json`` (Google's
+    releases name theirs after the model: ``albert_config.json``, ...)."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return path
+    for candidate in ("config.json", "bert_config.json", "hparams.json"):
+        if os.path.exists(os.path.join(path, candidate)):
+            return os.path.join(path, candidate)
+    found = sorted(n for n in os.listdir(path) if n.endswith("_config.json"))
+    if len(found) == 1:
+        return os.path.join(path, found[0])
+    raise KerasformerError(
+        f"no config.json, bert_config.json, hparams.json or single *_config.json in directory {path}"
+        + (f" (several: {', '.join(found[:5])})" if found else ""))
+
+
 def load_config(config_path):
     """Read Google's ``bert_config.json`` or a Hugging Face ``config.json`` into the
     constructor arguments of :class:`Transformer` (unknown keys are kept; families
     pick what they need)."""
-    if os.path.isdir(config_path):
-        for candidate in ("config.json", "bert_config.json", "hparams.json"):
-            if os.path.exists(os.path.join(config_path, candidate)):
-                config_path = os.path.join(config_path, candidate)
-                break
-        else:
-            raise KerasformerError(
-                f"no config.json, bert_config.json or hparams.json in directory {config_path}")
+    config_path = find_config_file(config_path)
     try:
         with open(config_path, encoding="utf-8") as f:
             config = json.load(f)
