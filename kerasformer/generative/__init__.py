@@ -8,6 +8,6 @@ from kerasformer.generative.flows import (ActNorm, AdditiveCoupling, AffineCoupl
                                           squeeze, standard_normal_log_prob, unsqueeze)
 from kerasformer.generative.gan import GAN, LOSSES
 from kerasformer.generative.gumbel import GumbelSoftmax, gumbel_noise, gumbel_softmax
-from kerasformer.generative.spectral import SpectralDense
+from kerasformer.generative.spectral import SpectralDense, update_spectral_norms
 from kerasformer.generative.training import TrainStep, split_variables, stateless
 from kerasformer.generative.vae import PosteriorBatchNorm, Sampling, kl_divergence

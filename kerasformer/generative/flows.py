@@ -37,6 +37,7 @@ class Flow(keras.layers.Layer):
     """An invertible layer: subclasses implement ``_forward`` and ``_inverse``."""
 
     def forward(self, x):
+        x = ops.convert_to_tensor(x)
         self._build_for(x)
         return self._forward(x)
 
@@ -441,6 +442,7 @@ class InvertibleResidual(Flow):
         return x
 
     def forward(self, x, training=False):
+        x = ops.convert_to_tensor(x)
         self._build_for(x)
         kernels = self._kernels(training)
         slopes = []

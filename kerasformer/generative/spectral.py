@@ -56,3 +56,12 @@ class SpectralDense(keras.layers.Layer):
     def call(self, x, training=False):
         y = ops.matmul(x, self.normalized_kernel(training))
         return y if self.bias is None else y + self.bias
+
+
+def update_spectral_norms(layer, iterations=1):
+    """One (or more) power iterations for every :class:`SpectralDense` inside ``layer``,
+    written back: run it after each optimizer step when the forward pass is not called with
+    ``training=True`` (flows), so the estimates track the kernels as they change."""
+    for sub in layer._flatten_layers(include_self=True, recursive=True):
+        if isinstance(sub, SpectralDense):
+            sub.sigma(iterations=iterations, update=True)

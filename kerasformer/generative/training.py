@@ -10,6 +10,7 @@ non-trainable values the loss assigns (a spectral norm's power-iteration vector)
 out and are written after the step.
 """
 import keras
+import numpy as np
 
 from kerasformer import backend
 from kerasformer.errors import KerasformerError
@@ -58,6 +59,7 @@ class TrainStep:
             stateless(loss_fn, self.trainable, self.frozen), has_aux=True))
 
     def __call__(self, *args):
+        args = [keras.ops.convert_to_tensor(a) if isinstance(a, np.ndarray) else a for a in args]
         (loss, (aux, new_frozen)), grads = self.grad_fn(
             [v.value for v in self.trainable], [v.value for v in self.frozen], *args)
         for v, value in zip(self.frozen, new_frozen):
