@@ -24,7 +24,7 @@ def gumbel_softmax(logits, temperature=1.0, hard=False, noise=None, seed=None):
     ``noise``: Gumbel noise of the logits' shape (drawn with ``seed`` when None).
     ``hard=True``: the one-hot ``argmax`` forward, the soft sample's gradient backward.
     """
-    if temperature <= 0:
+    if isinstance(temperature, (int, float)) and temperature <= 0:  # a tensor may anneal it
         raise KerasformerError(f"temperature must be > 0, got {temperature}")
     if noise is None:
         noise = gumbel_noise(ops.shape(logits), seed=seed)
