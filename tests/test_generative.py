@@ -242,3 +242,56 @@ def test_bn_vae_kl_stays_above_its_bound(use_bn):
             assert kl >= bound * (1 - 1e-5)
     if not use_bn:
         assert kls[-1] < 0.5 * 0.5 * 4  # the same bound does not hold without BN
+
+
+# --------------------------------------------------------------------------- recipes
+
+def _recipe(name):
+    import importlib
+    import sys
+
+    root = __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module(f"recipes.generative.{name}")
+
+
+def _run_recipe(tmp_path, name, *extra):
+    out = tmp_path / f"{name}.json"
+    results = _recipe(name).main(["--smoke", "--out", str(out), *extra])
+    import json
+
+    assert json.loads(out.read_text(encoding="utf-8"))["smoke"] is True
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]  # atomic writes left nothing
+    return results
+
+
+def test_flows_recipe_smoke(tmp_path):
+    res = _run_recipe(tmp_path, "flows")
+    assert set(res["models"]) == {"nice", "realnvp", "glow", "iresnet"}
+    for r in res["models"].values():
+        assert r["invertibility_error"] < 1e-4 and 0 < r["test_bits_per_dim"] < 20
+    assert (tmp_path / "flows-glow-samples.png").exists()
+
+
+@pytest.mark.parametrize("name", ["gan", "wgan_gp"])
+def test_gan_recipes_smoke(tmp_path, name):
+    res = _run_recipe(tmp_path, name, "--no-png")
+    assert set(res["modes"]) == {"single", "alternating"} and res["speedup_single_vs_alternating"] > 0
+    assert all(np.isfinite(m["d_loss"]).all() for m in res["modes"].values())
+
+
+def test_gumbel_vae_recipe_smoke(tmp_path):
+    res = _run_recipe(tmp_path, "gumbel_vae", "--no-png", "--hard")
+    assert np.isfinite(res["history"]["test_recon_argmax_code"]).all() and res["history"]["kl"][0] >= 0
+
+
+def test_text_vae_recipe_smoke(tmp_path):
+    import os
+
+    if not os.path.isfile(_recipe("text_vae").common.data_path("sentiment", "chnsenticorp", "train.tsv")):
+        pytest.skip("ChnSentiCorp is not in ../shared/data")
+    res = _run_recipe(tmp_path, "text_vae", "--no-png")
+    assert set(res["models"]) == {"plain", "bn"}
+    assert res["models"]["bn"]["kl_lower_bound"] >= 0.5 * 0.5 * 4 - 1e-6
+    assert min(res["models"]["bn"]["history"]["train_kl"]) >= res["models"]["bn"]["kl_lower_bound"] * (1 - 1e-4)

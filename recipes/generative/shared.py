@@ -33,7 +33,7 @@ def check(args):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
     if args.smoke:
-        args.epochs, args.batch_size = 1, min(args.batch_size, 32)
+        args.epochs, args.batch_size = 1, min(args.batch_size, 16)
     import keras
 
     keras.utils.set_random_seed(args.seed)
@@ -50,7 +50,7 @@ def load_digits(smoke=False, test_size=297, seed=0):
     images = sk_load().images.astype("int64")
     order = np.random.default_rng(seed).permutation(len(images))
     train, test = images[order[test_size:]], images[order[:test_size]]
-    return (train[:64], test[:32]) if smoke else (train, test)
+    return (train[:32], test[:16]) if smoke else (train, test)
 
 
 def batches(n, batch_size, rng):
