@@ -63,7 +63,7 @@ def build(vocab_size, args, use_bn):
     embed = keras.layers.Embedding(vocab_size, args.embed)
     enc_rnn = keras.layers.GRU(args.hidden)
     to_posterior = keras.layers.Dense(2 * args.latent)
-    bn = PosteriorBatchNorm(tau=args.tau) if use_bn else None
+    bn = PosteriorBatchNorm(tau=args.tau, momentum=args.bn_momentum) if use_bn else None
     sampling = Sampling()
     to_state = keras.layers.Dense(args.hidden, activation="tanh")
     dec_rnn = keras.layers.GRU(args.hidden, return_sequences=True)
@@ -100,6 +100,8 @@ def main(argv=None):
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--latent", type=int, default=32)
     p.add_argument("--tau", type=float, default=0.5, help="BN-VAE: KL >= 0.5 * tau * latent")
+    p.add_argument("--bn-momentum", type=float, default=0.9,
+                   help="BN-VAE moving averages (used on the test set); Keras' 0.99 lags a few hundred steps")
     args = shared.check(p.parse_args(argv))
     if args.smoke:
         args.max_train, args.max_test, args.embed, args.hidden, args.latent = 32, 16, 8, 16, 4
