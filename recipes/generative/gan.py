@@ -1,6 +1,7 @@
 """A GAN on sklearn's 8x8 digits: the single-loss step vs the classic alternating step.
 
-Both modes start from the same weights and see the same batches and noise in one run; the
+Both modes start from the same weights and see the same batches and noise in one run
+(interleaved step by step, so the machine's load hits both alike); the
 script reports seconds per step (median after compilation) and the losses of each, and
 saves their samples. The claim (Su Jianlin, 训练GAN只需一个loss): one forward/backward pass
 instead of two makes a step cheaper, with the same gradients (tests/test_generative.py
@@ -60,32 +61,42 @@ def main(argv=None, defaults=None):
     started = time.time()
     train, _ = shared.load_digits(args.smoke, seed=args.seed)
     data = (train.reshape(-1, 64) / 8.0 - 1.0).astype("float32")  # [-1, 1], like the tanh output
-    g, d = build_models(args.latent, args.hidden, args.spectral)
-    initial = [g.get_weights(), d.get_weights()]
-    fixed_z = np.random.default_rng(123).normal(size=(30, args.latent)).astype("float32")
-    results = {"loss": args.loss, "gp": args.gp, "spectral": args.spectral, "modes": {}}
-    for mode in args.modes.split(","):
-        mode = mode.strip()
+    modes = [m.strip() for m in args.modes.split(",")]
+    for mode in modes:
         if mode not in MODES:
             raise SystemExit(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-        g.set_weights(initial[0])
-        d.set_weights(initial[1])
+    # one generator / discriminator pair per mode, from the same initial weights; the modes
+    # take turns batch by batch (same batches, same noise), so a change in the machine's load
+    # during the run hits both alike
+    g, d = build_models(args.latent, args.hidden, args.spectral)
+    initial = [g.get_weights(), d.get_weights()]
+    runs = {}
+    for mode in modes:
+        if runs:
+            g, d = build_models(args.latent, args.hidden, args.spectral)
+            g.set_weights(initial[0])
+            d.set_weights(initial[1])
         opt = lambda: keras.optimizers.Adam(args.lr, beta_1=0.5, beta_2=args.beta_2)  # noqa: E731
         gan = GAN(g, d, opt(), opt(), loss=args.loss, gp_weight=args.gp)
-        step = gan.single_step if mode == "single" else gan.alternating_step
-        rng = np.random.default_rng(args.seed)  # the same batches and noise for every mode
-        timer, curves = shared.StepTimer(), {"d_loss": [], "g_loss": []}
-        for _ in range(args.epochs):
-            logs = []
-            for idx in shared.batches(len(data), args.batch_size, rng):
-                z = rng.normal(size=(len(idx), args.latent)).astype("float32")
-                eps = rng.uniform(size=(len(idx), 1)).astype("float32")
-                logs.append(timer(step, data[idx], z, eps))
-            for key in curves:
-                curves[key].append(float(np.mean([l[key] for l in logs])))
-        samples = (to_numpy(g(fixed_z)).reshape(-1, 8, 8) + 1.0) * 8.0
+        runs[mode] = {"gan": gan, "step": gan.single_step if mode == "single" else gan.alternating_step,
+                      "timer": shared.StepTimer(), "curves": {"d_loss": [], "g_loss": []}}
+    fixed_z = np.random.default_rng(123).normal(size=(30, args.latent)).astype("float32")
+    results = {"loss": args.loss, "gp": args.gp, "spectral": args.spectral, "modes": {}}
+    rng = np.random.default_rng(args.seed)
+    for _ in range(args.epochs):
+        logs = {mode: [] for mode in modes}
+        for idx in shared.batches(len(data), args.batch_size, rng):
+            z = rng.normal(size=(len(idx), args.latent)).astype("float32")
+            eps = rng.uniform(size=(len(idx), 1)).astype("float32")
+            for mode, run in runs.items():
+                logs[mode].append(run["timer"](run["step"], data[idx], z, eps))
+        for mode, run in runs.items():
+            for key in run["curves"]:
+                run["curves"][key].append(float(np.mean([l[key] for l in logs[mode]])))
+    for mode, run in runs.items():
+        samples = (to_numpy(run["gan"].generator(fixed_z)).reshape(-1, 8, 8) + 1.0) * 8.0
         results["modes"][mode] = {
-            "seconds_per_step": timer.seconds_per_step(), "steps": len(timer.times), **curves,
+            "seconds_per_step": run["timer"].seconds_per_step(), "steps": len(run["timer"].times), **run["curves"],
             "samples_png": shared.save_grid(args, f"{mode}-samples", samples, f"{args.loss} GAN, {mode} step")}
         print(mode, {k: v for k, v in results["modes"][mode].items() if not isinstance(v, list)})
     modes = results["modes"]
