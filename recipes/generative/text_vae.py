@@ -131,9 +131,11 @@ def main(argv=None):
         terms(ops.convert_to_tensor(first[0]), ops.convert_to_tensor(first[1]),
               ops.zeros((2, args.latent)), False)  # build the layers
 
-        def loss(inputs, targets, noise, _terms=terms):
+        def loss(inputs, targets, noise, _terms=terms, _bn=bn):
             recon, kl, _ = _terms(inputs, targets, noise, True)
-            return recon + kl, {"recon": recon, "kl": kl}
+            # BN-VAE: the batch's KL minus its bound, which must never be negative
+            margin = kl - _bn.kl_lower_bound() if _bn is not None else kl
+            return recon + kl, {"recon": recon, "kl": kl, "margin": margin}
 
         step = TrainStep(layers, loss, keras.optimizers.Adam(args.lr))
         timer, history = shared.StepTimer(), collections.defaultdict(list)
@@ -146,6 +148,7 @@ def main(argv=None):
                 logs.append({k: float(to_numpy(v)) for k, v in aux.items()})
             history["train_kl"].append(float(np.mean([l["kl"] for l in logs])))
             history["train_recon"].append(float(np.mean([l["recon"] for l in logs])))
+            history["train_min_kl_minus_bound"].append(float(min(l["margin"] for l in logs)))
             noise = batch_rng.normal(size=(len(test[0]), args.latent)).astype("float32")
             recon, kl, tokens = (float(to_numpy(t)) for t in terms(
                 ops.convert_to_tensor(test[0]), ops.convert_to_tensor(test[1]), ops.convert_to_tensor(noise), False))
