@@ -487,6 +487,20 @@ def recompute_call(layer, call):
     return wrapped
 
 
+# ==================================================================== generative (kerasformer.generative)
+# The generative parts' train steps are pure functions of tensors (variable values in,
+# gradients out, see kerasformer.generative.training); only their compilation differs.
+
+def jit(fn):
+    """``fn``, a pure function of tensors (no variable reads outside a StatelessScope, no
+    Python branching on values), compiled with ``jax.jit`` on JAX; ``fn`` itself elsewhere."""
+    if name() == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
 # ==================================================================== bert4keras compatibility
 # ``from bert4keras.backend import keras, K, search_layer, sequence_masking, ...`` ports as
 # ``from kerasformer.backend import ...``: ``K`` (Keras 2's backend functions on keras.ops) lives
