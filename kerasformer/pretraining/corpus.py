@@ -80,9 +80,9 @@ class SentenceEncoder:
             self.cut = jieba.lcut
         elif segmenter == "char":
             self.cut = lambda text: [text]
-        self.by_piece = segmenter == "char"
         else:
             raise KerasformerError(f"segmenter must be 'jieba' or 'char', got {segmenter!r}")
+        self.by_piece = segmenter == "char"
 
     def __call__(self, sentence):
         ids, starts = [], []
