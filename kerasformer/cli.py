@@ -171,6 +171,10 @@ def main(argv=None):
         from kerasformer.words.cli import main as words_main
 
         return words_main(argv[1:])
+    if argv[:1] in (["pretrain"], ["vocab"]):  # own parsers; the backend is chosen inside
+        from kerasformer.pretraining import cli as pretraining_cli
+
+        return getattr(pretraining_cli, argv[0] + "_main")(argv[1:])
     parser = argparse.ArgumentParser(prog="kerasformer", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["jax", "torch", "tensorflow"],
                         help="Keras backend (default: $KERAS_BACKEND, else jax)")
@@ -184,6 +188,8 @@ def main(argv=None):
     info.add_argument("--config", help="config file (default: found next to the checkpoint)")
     info.add_argument("--model", help="family key (default: from the config or the names)")
     sub.add_parser("words", help="word discovery, segmentation, domain terms (kerasformer words -h)")
+    sub.add_parser("pretrain", help="pretrain MLM / LM / UniLM (kerasformer pretrain -h)")
+    sub.add_parser("vocab", help="a Chinese character vocabulary from a corpus")
     args = parser.parse_args(argv)
     if args.backend:
         if "keras" in sys.modules:
