@@ -17,13 +17,13 @@ import os
 
 from kerasformer.errors import KerasformerError
 
-# regular expressions searched in variable paths -> layout over (batch, model) mesh axes;
-# they must not overlap (Keras refuses a path matched by two keys)
+# regular expressions matching whole variable paths (Keras uses re.fullmatch) -> layout
+# over the (batch, model) mesh axes; they must not overlap (Keras refuses a path matched twice)
 MODEL_PARALLEL_RULES = {
-    r"Embedding-(Token|Position)/embeddings$": (None, "model"),
-    r"(Attention|FeedForward)/(q|k|v|i\d*)_dense/kernel$": (None, "model"),
-    r"(Attention|FeedForward)/(q|k|v|i\d*)_dense/bias$": ("model",),
-    r"(Attention|FeedForward)/o_dense/kernel$": ("model", None),
+    r"(.*/)?Embedding-(Token|Position)/embeddings": (None, "model"),
+    r".*(Attention|FeedForward)/(q|k|v|i\d*)_dense/kernel": (None, "model"),
+    r".*(Attention|FeedForward)/(q|k|v|i\d*)_dense/bias": ("model",),
+    r".*(Attention|FeedForward)/o_dense/kernel": ("model", None),
 }
 
 
