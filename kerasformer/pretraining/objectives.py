@@ -103,7 +103,8 @@ def unilm_segments(ids, pad_id, rng):
         return np.zeros_like(ids)
     if mode == 1:
         return np.ones_like(ids)
-    split = int(rng.integers(1, max(length - 1, 1) + 1))  # source: [CLS] + at least one token
+    # source: [CLS] and at least one token; target: at least the last real token
+    split = int(rng.integers(2, max(length - 1, 2) + 1))
     return (np.arange(len(ids)) >= split).astype(ids.dtype)
 
 

@@ -322,8 +322,6 @@ def pretrain(objective, data, vocab, out, config="small", model="bert", init=Non
                 steps_since += 1
                 loss = float(logs["loss"])
                 losses.append(loss)
-                if on_step is not None:
-                    on_step(step, loss)
                 if step % log_every == 0 or step == steps:
                     elapsed = time.perf_counter() - t_last
                     tps = tokens_per_step * steps_since / max(elapsed, 1e-9)
@@ -336,6 +334,8 @@ def pretrain(objective, data, vocab, out, config="small", model="bert", init=Non
                 if step % save_every == 0 or step == steps:
                     _save(checkpoints, train_model, step, loader, seed, keep)
                     _write_log(log_path, rows, process_index)
+                if on_step is not None:  # after the checkpoint: a test may stop the run here
+                    on_step(step, loss)
         finally:
             bar.close()
             loader.close()
