@@ -494,3 +494,22 @@ def recompute_call(layer, call):
 # they import layers, which import this module.
 from kerasformer import keras2 as K  # noqa: E402,F401,N812
 from kerasformer.backend_compat import *  # noqa: E402,F401,F403
+
+
+def global_rng_state():
+    """The backend's global RNG state as a numpy array, or None where there is none to save.
+    Keras' torch dropout draws from torch's global generator when the layer has no explicit
+    seed (JAX draws from the layers' seed-generator variables), so an exact resume saves it."""
+    if name() == "torch":
+        import torch
+
+        return torch.get_rng_state().numpy().copy()
+    return None
+
+
+def set_global_rng_state(state):
+    if state is not None and name() == "torch":
+        import numpy as np
+        import torch
+
+        torch.set_rng_state(torch.from_numpy(np.asarray(state, dtype="uint8")))

@@ -273,7 +273,7 @@ def main():
     specs = {v.path: list(v.value.sharding.spec) for v in sharded.weights}
     base_l, base_w = runs["single"]
     report = {"moved": float(max(np.abs(a - b).max() for a, b in zip(base_w, init) if a.shape == b.shape)),
-              "specs": specs}
+              "specs": specs, "single": base_l}
     for name in ("dp", "mp"):
         l, w = runs[name]
         report[name] = [float(np.abs(np.subtract(l, base_l)).max()),
@@ -283,6 +283,35 @@ def main():
 if __name__ == "__main__":
     main()
 """
+
+
+MULTIHOST = r"""
+import os, sys, json
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ["KERAS_BACKEND"] = "jax"
+
+def main():
+    data, vocab, out, port, pid = sys.argv[1:6]
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"127.0.0.1:{port}", 2, int(pid), initialization_timeout=60)
+    from kerasformer.pretraining.train import pretrain
+    cfg = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    losses = pretrain("mlm", data, vocab, out, config=cfg, seq_len=16, batch_size=8, steps=2, save_every=100,
+                      progress=False, lr=1e-2, warmup=1, data_parallel=4)
+    print("LOSSES" + json.dumps([jax.process_index(), jax.device_count(), losses]), flush=True)
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_data_and_model_parallel_match_one_device(corpus):
@@ -303,6 +332,27 @@ def test_data_and_model_parallel_match_one_device(corpus):
     assert specs["Transformer-0-MultiHeadSelfAttention/q_dense/kernel"] == [None, "model"]
     assert specs["Transformer-0-FeedForward/o_dense/kernel"] == ["model", None]
     assert specs["Embedding-Token/embeddings"] == [None, "model"]
+
+    # two processes on localhost through jax.distributed (2 devices each): the same losses
+    script = corpus["root"] / "multihost.py"
+    script.write_text(MULTIHOST)
+    port, out = str(_free_port()), str(corpus["root"] / "multihost")
+    procs = [subprocess.Popen([sys.executable, str(script), corpus["data"], corpus["vocab"], out, port, str(i)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+             for i in range(2)]
+    try:
+        outputs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    single = report["single"]
+    for stdout, stderr in outputs:
+        lines = [ln for ln in stdout.splitlines() if ln.startswith("LOSSES")]
+        assert lines, stderr[-3000:]
+        _, devices, losses = json.loads(lines[0][6:])
+        assert devices == 4
+        np.testing.assert_allclose(losses, single, rtol=0, atol=1e-5)
+    assert os.path.isdir(os.path.join(out, "model"))
 
 
 # ---------------------------------------------------------------- command line

@@ -1,6 +1,7 @@
 """Training checkpoints: ``OUT/checkpoints/step-000100/`` holding every model variable
-(weights and the layers' seed-generator states: the dropout RNG), every optimizer variable
-(moments, iteration count, EMA, accumulators) and ``state.json`` (step, loader position,
+(weights and the layers' seed-generator states: the dropout RNG on JAX), the backend's global
+RNG (torch's dropout draws from it), every optimizer variable (moments, iteration count,
+EMA, accumulators) and ``state.json`` (step, loader position,
 seeds). A checkpoint is written into a temporary directory, then renamed: a run killed at
 any moment leaves the previous checkpoints intact and loses at most the work since the
 last one. The newest ``keep`` are kept. With several processes, values are gathered to
@@ -13,6 +14,7 @@ import shutil
 
 import numpy as np
 
+from kerasformer.backend import global_rng_state, set_global_rng_state
 from kerasformer.errors import KerasformerError
 
 PATTERN = re.compile(r"^step-(\d{9})$")
@@ -58,6 +60,9 @@ def save_checkpoint(directory, model, state, keep=3):
     os.makedirs(tmp)
     np.savez(os.path.join(tmp, "model.npz"), *model_values)
     np.savez(os.path.join(tmp, "optimizer.npz"), *optimizer_values)
+    rng = global_rng_state()
+    if rng is not None:
+        np.save(os.path.join(tmp, "rng.npy"), rng)
     with open(os.path.join(tmp, "state.json"), "w") as f:
         json.dump(state, f, indent=1)
     if os.path.exists(final):
@@ -81,6 +86,9 @@ def load_checkpoint(path, model):
                                    "(another config, objective or optimizer?)")
         for variable, value in zip(variables, values):
             variable.assign(value)
+    rng = os.path.join(path, "rng.npy")
+    if os.path.exists(rng):
+        set_global_rng_state(np.load(rng))
     with open(os.path.join(path, "state.json")) as f:
         return json.load(f)
 

@@ -272,6 +272,11 @@ def pretrain(objective, data, vocab, out, config="small", model="bert", init=Non
     if int(index["seq_len"]) != int(seq_len):
         raise KerasformerError(f"the dataset was packed to length {index['seq_len']}, not --seq-len {seq_len}")
 
+    checkpoints = os.path.join(out, "checkpoints")
+    existing = ckpt.list_checkpoints(checkpoints)
+    if existing and not resume:
+        raise KerasformerError(f"{checkpoints} holds checkpoints: pass --resume to continue, "
+                               "or choose another --out")
     keras.utils.set_random_seed(seed)
     previous = keras.distribution.distribution()
     if distribution is not None:
@@ -293,16 +298,11 @@ def pretrain(objective, data, vocab, out, config="small", model="bert", init=Non
                                                     mask_rate=mask_rate, **ids),
                         seed=seed, process_index=process_index, process_count=process_count)
         two_inputs = len(train_model.inputs) > 1
-        checkpoints = os.path.join(out, "checkpoints")
         step = 0
-        existing = ckpt.list_checkpoints(checkpoints)
         if resume and existing:
             state = ckpt.load_checkpoint(existing[-1], train_model)
             loader.load_state_dict(state["loader"])
             step = int(state["step"])
-        elif existing and not resume:
-            raise KerasformerError(f"{checkpoints} holds checkpoints: pass --resume to continue, "
-                                   "or choose another --out")
         log_path = os.path.join(out, "log.csv")
         rows = _read_log(log_path, step) if resume else []
         tokens_per_step = batch_size * seq_len * grad_accum
