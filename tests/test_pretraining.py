@@ -228,10 +228,12 @@ def test_model_folder_loads_here_and_in_hf(full_run):
     np.testing.assert_allclose(logits[0, :5], ref[0, :5], atol=1e-4)
 
 
-@pytest.mark.parametrize("objective,family", [("lm", "gpt2"), ("unilm", "roformer")])
-def test_other_objectives_and_families(corpus, objective, family):
+@pytest.mark.parametrize("objective,family,extra", [("lm", "gpt2", {}),
+                                                    ("unilm", "roformer", {"mixed_precision": True,
+                                                                           "recompute": True})])
+def test_other_objectives_and_families(corpus, objective, family, extra):
     losses = _pretrain(corpus, corpus["root"] / objective, objective=objective, model=family, steps=1,
-                       save_every=1, optimizer="lamb", ema=0.99, grad_accum=2)
+                       save_every=1, optimizer="lamb", ema=0.99, grad_accum=2, **extra)
     assert len(losses) == 1 and np.isfinite(losses).all()
     with pytest.raises(KerasformerError, match="causal LM head only"):
         _pretrain(corpus, corpus["root"] / "bad", objective="mlm", model="gpt2")

@@ -176,7 +176,9 @@ def build_shards(corpus, out_dir, vocab, seq_len=512, do_lower_case=True, segmen
                  documents="line", shard_size=16384, workers=None, chunk_docs=64, progress=True):
     """Preprocess text files into shards under ``out_dir`` with ``workers`` processes (all
     CPUs by default); the output is the same for any number of workers. Returns the index.
-    An existing complete dataset with the same settings is reused (written once)."""
+    An existing complete dataset with the same settings is reused (written once). Workers are
+    spawned (forking a process that runs JAX is unsafe), so a script calling this with
+    ``workers > 1`` needs the usual ``if __name__ == '__main__':`` guard."""
     import multiprocessing
 
     from tqdm import tqdm
