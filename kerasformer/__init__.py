@@ -27,6 +27,10 @@ def __getattr__(name):
         from kerasformer.tokenizers.sentencepiece import SpTokenizer
 
         return SpTokenizer
+    if name in ("HFTokenizer", "load_tokenizer"):
+        from kerasformer.tokenizers import hf
+
+        return getattr(hf, name)
     if name in ("generate", "AutoRegressiveDecoder"):
         from kerasformer import generation
 
@@ -41,6 +45,6 @@ def __getattr__(name):
 
 __all__ = [
     "CheckpointError", "KerasformerError", "UnsafeCheckpointError", "WeightMismatchError",
-    "build_transformer_model", "generate", "AutoRegressiveDecoder", "Tokenizer", "SpTokenizer", "load_vocab", "save_vocab", "sequence_padding",
+    "build_transformer_model", "generate", "AutoRegressiveDecoder", "Tokenizer", "SpTokenizer", "HFTokenizer", "load_tokenizer", "load_vocab", "save_vocab", "sequence_padding",
     "truncate_sequences", "DataGenerator", "text_segmentate", "to_array",
 ]

@@ -487,15 +487,6 @@ def recompute_call(layer, call):
     return wrapped
 
 
-# ==================================================================== bert4keras compatibility
-# ``from bert4keras.backend import keras, K, search_layer, sequence_masking, ...`` ports as
-# ``from kerasformer.backend import ...``: ``K`` (Keras 2's backend functions on keras.ops) lives
-# in kerasformer/keras2.py, bert4keras' helpers in kerasformer/backend_compat.py. Imported last:
-# they import layers, which import this module.
-from kerasformer import keras2 as K  # noqa: E402,F401,N812
-from kerasformer.backend_compat import *  # noqa: E402,F401,F403
-
-
 def global_rng_state():
     """The backend's global RNG state as a numpy array, or None where there is none to save.
     Keras' torch dropout draws from torch's global generator when the layer has no explicit
@@ -513,3 +504,15 @@ def set_global_rng_state(state):
         import torch
 
         torch.set_rng_state(torch.from_numpy(np.asarray(state, dtype="uint8")))
+
+
+# ==================================================================== bert4keras compatibility
+# ``from bert4keras.backend import keras, K, search_layer, sequence_masking, ...`` ports as
+# ``from kerasformer.backend import ...``: ``K`` (Keras 2's backend functions on keras.ops) lives
+# in kerasformer/keras2.py, bert4keras' helpers in kerasformer/backend_compat.py. Imported last:
+# they import layers, which import this module.
+from kerasformer import keras2 as K  # noqa: E402,F401,N812
+from kerasformer.backend_compat import *  # noqa: E402,F401,F403
+from kerasformer import keras_compat  # noqa: E402
+
+keras_compat.install()  # bert4keras' file names and nested lists on every keras.Model

@@ -67,7 +67,10 @@ def count_params(x):
 
 
 def variable(value, dtype=None, name=None, constraint=None):
-    return keras.Variable(value, dtype=dtype or floatx(), name=name, constraint=constraint)
+    if constraint is not None:
+        raise KerasformerError("K.variable(constraint=...): Keras 3 variables take no constraint; "
+                               "create the weight with layer.add_weight(constraint=...)")
+    return keras.Variable(value, dtype=dtype or floatx(), name=name)
 
 
 def constant(value, dtype=None, shape=None, name=None):
@@ -157,7 +160,7 @@ def min(x, axis=None, keepdims=False):  # noqa: A001
 
 
 def prod(x, axis=None, keepdims=False):
-    if isinstance(x, (list, tuple)) and not any(is_tensor(i) for i in x):
+    if isinstance(x, (list, tuple)) and not builtins_any(is_tensor(i) for i in x):
         return int(np.prod(x))  # a static shape, as bert4keras' K.prod(shape[2:])
     return ops.prod(x, axis=axis, keepdims=keepdims)
 

@@ -18,8 +18,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasformer import backend
+from kerasformer import backend, validation
 from kerasformer.errors import KerasformerError
+from kerasformer.generation import text
 from kerasformer.layers import MultiHeadAttention, PositionEmbedding
 
 NEG = -1e9  # "impossible" score: finite, so sums and log-softmax never produce NaN
@@ -363,6 +364,13 @@ def engine_for(model):
     engine = getattr(transformer, "_engine", None)
     if engine is None:  # kept on the family object, so both are freed together
         seq2seq = hasattr(transformer, "call_decoder")
+        if not seq2seq and transformer.application == "encoder":
+            # every position sees the whole text both ways: decoding it left to right
+            # would run, and produce text the model was never trained to predict
+            raise KerasformerError(
+                "this model was built with application='encoder' (bidirectional), which cannot "
+                "generate: build it with application='lm' (a causal language model) or "
+                "application='unilm' (seq2seq, the prompt as segment 0), and with_mlm=True")
         engine = (EncoderDecoderEngine if seq2seq else DecoderOnlyEngine)(transformer)
         transformer._engine = engine
     return engine
@@ -377,8 +385,13 @@ def _trim(tokens, end_id):
 
 def generate(model, prompts, max_new_tokens, strategy="greedy", num_beams=4, top_k=None, top_p=None,
              temperature=1.0, repetition_penalty=1.0, end_id=None, min_new_tokens=0, seed=None,
-             stream=False, return_all_beams=False):
+             stream=False, return_all_beams=False, tokenizer=None):
     """Generate continuations of ``prompts`` (a list of token-id lists, ragged).
+
+    Text in, text out: with ``tokenizer`` (a tokenizer, or a model folder holding one),
+    ``prompts`` may be strings (or one string) and the result is the new text per prompt
+    (one string for one string); ``end_id`` defaults to the tokenizer's end token, and
+    ``stream=True`` yields text pieces (see ``kerasformer.generation.text``).
 
     Returns the new token ids per prompt (a list of lists, each ending with ``end_id``
     where one was produced). ``strategy='beam'`` searches ``num_beams`` beams and
@@ -388,20 +401,26 @@ def generate(model, prompts, max_new_tokens, strategy="greedy", num_beams=4, top
     ``stream=True`` returns an iterator over steps, each a list with one new token per
     prompt (None once a prompt has finished).
     """
-    if strategy not in ("greedy", "beam", "sample"):
-        raise KerasformerError(f"unknown strategy {strategy!r}; use 'greedy', 'beam' or 'sample'")
-    if max_new_tokens < 1:
-        raise KerasformerError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    if strategy == "beam" and num_beams < 1:
-        raise KerasformerError(f"num_beams must be at least 1, got {num_beams}")
-    if temperature <= 0:
-        raise KerasformerError(f"temperature must be positive, got {temperature}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise KerasformerError(f"top_p must be in (0, 1], got {top_p}")
-    prompts = [list(map(int, p)) for p in prompts]
-    options = (strategy, num_beams if strategy == "beam" else 1, top_k, top_p, float(temperature),
-               float(repetition_penalty), end_id, int(min_new_tokens))
+    if tokenizer is not None or text.is_text(prompts):
+        return text.generate_text(
+            generate, engine_for(model).kind, model, prompts, max_new_tokens, tokenizer, end_id,
+            stream, return_all_beams, strategy=strategy, num_beams=num_beams, top_k=top_k,
+            top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty,
+            min_new_tokens=min_new_tokens, seed=seed)
     engine = engine_for(model)
+    # every argument checked before anything is compiled or allocated (kerasformer.validation)
+    top_k = validation.check_generate_args(
+        strategy, max_new_tokens, num_beams, top_k, top_p, temperature, repetition_penalty,
+        end_id, min_new_tokens, seed, engine.vocab_size)
+    prompts = validation.token_id_lists(prompts, engine.transformer.vocab_size)
+    max_new_tokens = int(max_new_tokens)
+    if engine.max_position is None:  # no position table bounds the caches: a documented cap
+        validation.check_decode_length(max(map(len, prompts)), max_new_tokens)
+    options = (strategy, int(num_beams) if strategy == "beam" else 1, top_k,
+               None if top_p is None else float(top_p), float(temperature),
+               float(repetition_penalty), None if end_id is None else int(end_id),
+               int(min_new_tokens))
+    seed = None if seed is None else int(seed)
     if stream:
         if strategy == "beam":
             raise KerasformerError("stream=True is for greedy and sampling; beams reorder as they go")

@@ -11,6 +11,19 @@ from kerasformer.backend_compat import align, apply_rotary_position_embeddings, 
 from kerasformer.errors import KerasformerError
 
 
+def integerize_shape(func):
+    """bert4keras' decorator for ``build``: Keras 3 shapes are already ints or None."""
+    return func
+
+
+class Layer(keras.layers.Layer):
+    """bert4keras' base layer: a ``keras.layers.Layer`` that passes masks through."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+
 def _is_set(value):
     return value is not False and value is not None
 
@@ -135,23 +148,23 @@ class GlobalAveragePooling1D(keras.layers.GlobalAveragePooling1D):
     def call(self, inputs, mask=None):
         axis = 1 if self.data_format == "channels_last" else 2
         if mask is None:
-            return ops.mean(inputs, axis=axis)
+            return ops.mean(inputs, axis=axis, keepdims=self.keepdims)
         mask = ops.cast(mask, inputs.dtype)
         mask = mask[..., None] if axis == 1 else mask[:, None]
-        return ops.sum(inputs * mask, axis=axis) / ops.sum(mask, axis=axis)
+        return ops.sum(inputs * mask, axis=axis, keepdims=self.keepdims) / ops.sum(mask, axis=axis, keepdims=self.keepdims)
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
 class GlobalMaxPooling1D(keras.layers.GlobalMaxPooling1D):
     """Max over the sequence axis ignoring masked steps (bert4keras)."""
 
-    def __init__(self, data_format="channels_last", **kwargs):
+    def __init__(self, data_format=None, **kwargs):
         super().__init__(data_format=data_format, **kwargs)
         self.supports_masking = True
 
     def call(self, inputs, mask=None):
         axis = 1 if self.data_format == "channels_last" else 2
-        return ops.max(sequence_masking(inputs, mask, -np.inf, axis), axis=axis)
+        return ops.max(sequence_masking(inputs, mask, -np.inf, axis), axis=axis, keepdims=self.keepdims)
 
     def compute_mask(self, inputs, mask=None):
         return None
@@ -282,5 +295,5 @@ class GatedAttentionUnit(keras.layers.Layer):
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
 
 
-__all__ = ["Concatenate1D", "GatedAttentionUnit", "GlobalAveragePooling1D", "GlobalMaxPooling1D",
+__all__ = ["Layer", "integerize_shape", "Concatenate1D", "GatedAttentionUnit", "GlobalAveragePooling1D", "GlobalMaxPooling1D",
            "LayerNormalization", "ScaleOffset"]

@@ -18,6 +18,7 @@ from kerasformer import backend, masks
 from kerasformer.checkpoints.weights import WeightSource, export_weights, load_weights
 from kerasformer.errors import KerasformerError
 from kerasformer.layers import LayerNorm
+from kerasformer.models.inputs import standardize_inputs
 
 
 class Transformer:
@@ -53,6 +54,10 @@ class Transformer:
         layer_norm_cond_hidden_act=None,
         additional_input_layers=None,
     ):
+        from kerasformer.validation import check_config
+
+        # direct construction (build_transformer_model has checked its file and arguments)
+        check_config({k: v for k, v in locals().items() if k != "self"}, f"{type(self).__name__}()")
         if keep_tokens is not None:
             vocab_size = len(keep_tokens)
         if compound_tokens is not None:
@@ -367,8 +372,14 @@ def load_config(config_path):
             config = json.load(f)
     except FileNotFoundError:
         raise KerasformerError(f"config file not found: {config_path}") from None
-    except json.JSONDecodeError as e:
-        raise KerasformerError(f"config file {config_path} is not valid JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise KerasformerError(f"config file {config_path} is not UTF-8 text ({e.reason} at byte "
+                               f"{e.start})") from None
+    except (ValueError, RecursionError) as e:  # bad JSON, 100k-deep nesting, huge ints
+        raise KerasformerError(f"config file {config_path} is not valid JSON: {str(e)[:200]}") from None
+    if not isinstance(config, dict):
+        raise KerasformerError(f"config file {config_path} must hold a JSON object (name: value), "
+                               f"got a JSON {type(config).__name__}")
     renames = {
         "max_position_embeddings": "max_position",
         "hidden_dropout_prob": "dropout_rate",
@@ -404,6 +415,13 @@ class TransformerModel(keras.Model):
         model = super().from_config(config, custom_objects=custom_objects)
         model.settings = settings
         return model
+
+    # Inputs are checked and nested Python lists made arrays before Keras sees them (see
+    # kerasformer.models.inputs): bert4keras' model([[ids], [segments]]) works, and an
+    # over-long sequence is a clear error that leaves the model usable. predict / fit /
+    # evaluate and the saves get the same for every keras.Model (kerasformer.keras_compat).
+    def __call__(self, inputs, *args, **kwargs):
+        return super().__call__(standardize_inputs(self, inputs), *args, **kwargs)
 
 
 def _jsonable(settings):
