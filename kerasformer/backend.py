@@ -487,6 +487,25 @@ def recompute_call(layer, call):
     return wrapped
 
 
+def global_rng_state():
+    """The backend's global RNG state as a numpy array, or None where there is none to save.
+    Keras' torch dropout draws from torch's global generator when the layer has no explicit
+    seed (JAX draws from the layers' seed-generator variables), so an exact resume saves it."""
+    if name() == "torch":
+        import torch
+
+        return torch.get_rng_state().numpy().copy()
+    return None
+
+
+def set_global_rng_state(state):
+    if state is not None and name() == "torch":
+        import numpy as np
+        import torch
+
+        torch.set_rng_state(torch.from_numpy(np.asarray(state, dtype="uint8")))
+
+
 # ==================================================================== generative (kerasformer.generative)
 # The generative parts' train steps are pure functions of tensors (variable values in,
 # gradients out, see kerasformer.generative.training); only their compilation differs.

@@ -374,6 +374,10 @@ def main(argv=None):
         from kerasformer.words.cli import main as words_main
 
         return words_main(argv[1:])
+    if argv[:1] in (["pretrain"], ["vocab"]):  # own parsers; the backend is chosen inside
+        from kerasformer.pretraining import cli as pretraining_cli
+
+        return getattr(pretraining_cli, argv[0] + "_main")(argv[1:])
     formatter = _Defaults
     parser = argparse.ArgumentParser(
         prog="kerasformer", formatter_class=formatter,
@@ -421,6 +425,8 @@ def main(argv=None):
                      help="attention mask (default: unilm for BERT-style encoders, the family's own otherwise)")
     gen.add_argument("--model", type=str.lower, help="family key (default: from the folder's config)")
     sub.add_parser("words", help="word discovery, segmentation, domain terms (kerasformer words -h)")
+    sub.add_parser("pretrain", help="pretrain MLM / LM / UniLM (kerasformer pretrain -h)")
+    sub.add_parser("vocab", help="a Chinese character vocabulary from a corpus")
     args = parser.parse_args(argv)
     if args.backend != os.environ.get("KERAS_BACKEND"):
         if "keras" in sys.modules:
