@@ -72,14 +72,32 @@ def merge_counts(parts):
     parts = [p for p in parts if len(p[0])]
     if not parts:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    if len(parts) == 1:
-        return parts[0]
-    return reduce_counts(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    while len(parts) > 1:  # pairwise, balanced: each merge is linear, no sort
+        parts = [_merge_two(*parts[i:i + 2]) if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
+    return parts[0]
+
+
+def _merge_two(a, b):
+    # where each key of b goes in the merged array: after the keys of a below it (and
+    # before an equal one); the rest of the slots are a's, in order
+    slots = np.searchsorted(a[0], b[0]) + np.arange(len(b[0]))
+    from_a = np.ones(len(a[0]) + len(b[0]), bool)
+    from_a[slots] = False
+    keys = np.empty(len(from_a), np.uint64)
+    counts = np.empty(len(from_a), np.int64)
+    keys[slots], counts[slots] = b
+    keys[from_a], counts[from_a] = a
+    # each part has unique keys: a key appears at most twice, side by side
+    dup = np.flatnonzero(keys[1:] == keys[:-1])
+    counts[dup] += counts[dup + 1]
+    keep = np.ones(len(keys), bool)
+    keep[dup + 1] = False
+    return keys[keep], counts[keep]
 
 
 def reduce_counts(keys, counts):
     """Sum the counts of equal keys (any order, repeats allowed): sorted unique keys."""
-    order = np.argsort(keys, kind="stable")
+    order = np.argsort(keys)  # sums do not depend on the order of equal keys: no stable sort
     keys, counts = keys[order], counts[order]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     return keys[starts], np.add.reduceat(counts, starts).astype(np.int64)
@@ -122,10 +140,53 @@ def count_keys(keys, key_bits):
     return _unique_counts(keys)
 
 
+def start_keys(ids, bits, order):
+    """(keys, ahead) per start position s: keys[s] packs ids[s:s+order] (first character in
+    the high bits) with every character from the first break on set to 0, so the packed
+    n-gram starting at s is keys[s] >> bits*(order-n); ahead[s] (0..order) is the number of
+    word characters in that window, i.e. the longest n-gram starting at s."""
+    size = len(ids)
+    wide = ids.astype(np.uint64)
+    keys = wide << np.uint64(bits * (order - 1))
+    alive = ids != 0
+    ahead = alive.astype(np.int8)
+    run = alive.copy()
+    for j in range(1, order):
+        keys[:size - j] |= wide[j:] << np.uint64(bits * (order - 1 - j))
+        run[:size - j] &= alive[j:]
+        run[max(size - j, 0):] = False
+        ahead += run
+    # zero what follows the first break: keep the top `ahead` characters
+    full = (1 << (bits * order)) - 1
+    masks = np.array([full ^ ((1 << (bits * (order - a))) - 1) for a in range(order + 1)], np.uint64)
+    keys &= masks[ahead]
+    return keys, ahead
+
+
+def group_prefixes(sorted_keys, bits, order, whole=False):
+    """[(keys, counts) for n in 1..order] from sorted zero-padded order-length keys (see
+    `start_keys`): the n-gram of a key is its top n characters, and a sorted array has
+    equal prefixes side by side, so one sort counts every order (a prefix ending in a
+    break, 0, is no n-gram). `whole`: a key counts only as the n-gram of its own length
+    (its first n characters non-zero, the rest 0), not as each of its prefixes."""
+    out = []
+    char_mask = np.uint64((1 << bits) - 1)
+    for n in range(1, order + 1):
+        prefix = sorted_keys >> np.uint64(bits * (order - n))
+        keep = (prefix & char_mask) != 0
+        if whole and n < order:
+            keep &= (sorted_keys >> np.uint64(bits * (order - n - 1))) & char_mask == 0
+        prefix = prefix[keep]
+        starts = np.flatnonzero(np.r_[True, prefix[1:] != prefix[:-1]]) if len(prefix) else np.zeros(0, np.intp)
+        out.append((prefix[starts], np.diff(np.r_[starts, len(prefix)]).astype(np.int64)))
+    return out
+
+
 def count_chunk(ids, bits, order):
     """[(keys, counts) for n in 1..order] of one chunk of ids (0 = break)."""
-    run = run_lengths(ids)
-    return [count_keys(k[run >= n], bits * n) for n, k in enumerate(end_keys(ids, bits, order), 1)]
+    keys, ahead = start_keys(ids, bits, order)
+    # one sort for every order (sorting was the main cost: one per order before)
+    return group_prefixes(np.sort(keys[ahead > 0]), bits, order)
 
 
 # -- corpus reading ----------------------------------------------------------------

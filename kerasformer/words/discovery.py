@@ -27,8 +27,8 @@ from collections import Counter
 import numpy as np
 
 from kerasformer.errors import KerasformerError
-from kerasformer.words.counting import (_map, atomic_write, reusable, count_keys, count_ngrams, end_keys, iter_chunks,
-                                        merge_counts, run_lengths, word_code_points, _bar)
+from kerasformer.words.counting import (_map, atomic_write, reusable, count_ngrams, group_prefixes, iter_chunks,
+                                        merge_counts, start_keys, word_code_points, _bar)
 
 METHODS = ("min_entropy", "nlp_zero")
 DEFAULT_MIN_PMI = {"min_entropy": (1.0, 3.0, 5.0), "nlp_zero": (1.0,)}
@@ -77,45 +77,50 @@ def solid_ngrams(counts, method="min_entropy", min_pmi=None, min_proba=0.0):
 
 
 class KeySet:
-    """Membership of uint64 keys in a sorted array, vectorised: a 2^24-slot hash bitmap
-    rejects most queries with one gather; only its hits pay for a binary search."""
+    """Membership of uint64 keys in a set, vectorised: the keys are grouped by a hash into
+    about 4 buckets per 1 key, so most queries cost one gather of the bucket bounds and at
+    most one key comparison (a binary search per query was the main cost of a pass)."""
 
-    HASH_BITS = 24
-
-    def __init__(self, sorted_keys):
-        self.keys = np.asarray(sorted_keys, np.uint64)
-        self.bitmap = np.zeros(1 << self.HASH_BITS, bool)
-        self.bitmap[self._hash(self.keys)] = True
+    def __init__(self, keys):
+        keys = np.unique(np.asarray(keys, np.uint64))
+        self.hash_bits = max(int(len(keys)).bit_length() + 2, 4)
+        h = self._hash(keys)
+        by_hash = np.argsort(h, kind="stable")
+        self.keys = keys[by_hash]
+        self.bounds = np.searchsorted(h[by_hash], np.arange((1 << self.hash_bits) + 1))
 
     def _hash(self, keys):
-        return ((keys * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - self.HASH_BITS)).astype(np.intp)
+        # Fibonacci hashing: the top bits of key * 2^64/phi
+        return ((keys * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - self.hash_bits)).astype(np.intp)
 
     def __contains__(self, keys):
         raise TypeError("use KeySet.contains(keys) on an array")
 
     def contains(self, keys):
-        hit = self.bitmap[self._hash(keys)]
-        idx = np.flatnonzero(hit)
-        if len(idx):
-            pos = np.minimum(np.searchsorted(self.keys, keys[idx]), len(self.keys) - 1)
-            hit[idx] = self.keys[pos] == keys[idx]
+        h = self._hash(keys)
+        lo, size = self.bounds[h], self.bounds[h + 1] - self.bounds[h]
+        hit = np.zeros(len(keys), bool)
+        rank = 0
+        idx = np.flatnonzero(size > 0)
+        while len(idx):  # the rank-th key of each bucket that has one (few rounds)
+            hit[idx] |= self.keys[lo[idx] + rank] == keys[idx]
+            rank += 1
+            idx = idx[size[idx] > rank]
         return hit
 
 
-def piece_bounds(ids, bits, solid):
-    """(starts, ends) of the pieces of an id array: characters stay joined where a solid
-    n-gram covers both; breaks (id 0) are never part of a piece. `solid[n-1]`: a `KeySet`
-    of the solid n-grams (solid[0] unused)."""
-    n_pos = len(ids)
-    run = run_lengths(ids)
-    keys = end_keys(ids, bits, len(solid))
+def piece_bounds(keys, ahead, bits, solid):
+    """(starts, ends) of the pieces of a chunk given its `start_keys`: characters stay
+    joined where a solid n-gram covers both; breaks (id 0) are never part of a piece.
+    `solid[n-1]`: a `KeySet` of the solid n-grams (solid[0] unused)."""
+    n_pos, order = len(keys), len(solid)
     joined = np.zeros(n_pos + 1, bool)  # joined[b]: positions b-1 and b belong together
-    for n in range(2, len(solid) + 1):
-        hit = (run >= n) & solid[n - 1].contains(keys[n - 1])  # a solid n-gram ends at e
-        # it joins the boundaries b = e-n+2 .. e (b: between positions b-1 and b)
-        for t in range(n - 1):
-            joined[:n_pos - t] |= hit[t:]
-    word = ids != 0
+    for n in range(2, order + 1):
+        # a solid n-gram starting at s joins the boundaries b = s+1 .. s+n-1
+        hit = (ahead >= n) & solid[n - 1].contains(keys >> np.uint64(bits * (order - n)))
+        for t in range(1, n):
+            joined[t:] |= hit[:n_pos + 1 - t]
+    word = ahead > 0
     starts = np.flatnonzero(word & ~joined[:n_pos])
     stops = np.flatnonzero(word & ~joined[1:])  # the next position is not joined to this one
     return starts, stops + 1
@@ -137,13 +142,15 @@ def _pieces_worker(text):
         _PIECES["sets"] = [None] + [KeySet(s) for s in solid[1:]]
     sets = _PIECES["sets"]
     order = len(solid)
-    starts, ends = piece_bounds(ids, bits, sets)
+    keys, ahead = start_keys(ids, bits, order)
+    starts, ends = piece_bounds(keys, ahead, bits, sets)
     lengths = ends - starts
-    keys = end_keys(ids, bits, order)
-    short = []
-    for n in range(1, order + 1):
-        sel = lengths == n
-        short.append(count_keys(keys[n - 1][ends[sel] - 1], bits * n))
+    # a piece of <= order characters is its start key with the characters after it
+    # zeroed: one sort counts the pieces of every length
+    sel = lengths <= order
+    keep = (np.uint64(1) << (np.uint64(bits) * (order - lengths[sel]).astype(np.uint64))) - np.uint64(1)
+    piece_keys = keys[starts[sel]] & ~keep
+    short = group_prefixes(np.sort(piece_keys), bits, order, whole=True)
     long_ = Counter(text[s:e] for s, e in zip(starts[lengths > order].tolist(), ends[lengths > order].tolist()))
     return short, long_
 
