@@ -117,7 +117,8 @@ def run_kerasformer(texts, test_lines, args):
                                 "segment_s": time.perf_counter() - start}
 
 
-def run_nlp_zero(texts, test_lines, args):
+def import_nlp_zero():
+    """The nlp_zero module (quiet), or None when it is not installed."""
     import collections
     import collections.abc
     import logging
@@ -128,6 +129,13 @@ def run_nlp_zero(texts, test_lines, args):
     except ImportError:
         return None
     logging.getLogger().setLevel(logging.WARNING)
+    return nlp_zero
+
+
+def run_nlp_zero(texts, test_lines, args):
+    nlp_zero = import_nlp_zero()
+    if nlp_zero is None:
+        return None
     total = sum(map(len, texts))
     start, cpu = time.perf_counter(), time.process_time()
     finder = nlp_zero.Word_Finder(min_proba=args.min_count / total, min_pmi=1)

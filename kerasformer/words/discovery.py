@@ -77,12 +77,21 @@ def solid_ngrams(counts, method="min_entropy", min_pmi=None, min_proba=0.0):
 
 
 class KeySet:
-    """Membership of uint64 keys in a set, vectorised: the keys are grouped by a hash into
-    about 4 buckets per 1 key, so most queries cost one gather of the bucket bounds and at
-    most one key comparison (a binary search per query was the main cost of a pass)."""
+    """Membership of uint64 keys in a set, vectorised. Keys below 2^DENSE_BITS: one bit
+    each in a bitmap (one gather per query). Larger keys: grouped by a hash into about 4
+    buckets per key, so most queries cost one gather of the bucket bounds and at most one
+    key comparison (a binary search per query was the main cost of the pieces pass)."""
 
-    def __init__(self, keys):
+    DENSE_BITS = 27  # a 16 MiB bitmap at most
+
+    def __init__(self, keys, key_bits=64):
         keys = np.unique(np.asarray(keys, np.uint64))
+        self.dense = key_bits <= self.DENSE_BITS
+        if self.dense:
+            self.bitmap = np.zeros(max(1 << (key_bits - 3), 1), np.uint8)
+            np.bitwise_or.at(self.bitmap, (keys >> np.uint64(3)).astype(np.intp),
+                             np.left_shift(np.uint8(1), (keys & np.uint64(7)).astype(np.uint8)))
+            return
         self.hash_bits = max(int(len(keys)).bit_length() + 2, 4)
         h = self._hash(keys)
         by_hash = np.argsort(h, kind="stable")
@@ -97,6 +106,8 @@ class KeySet:
         raise TypeError("use KeySet.contains(keys) on an array")
 
     def contains(self, keys):
+        if self.dense:
+            return (self.bitmap[(keys >> np.uint64(3)).astype(np.intp)] >> (keys & np.uint64(7)).astype(np.uint8)) & 1 == 1
         h = self._hash(keys)
         lo, size = self.bounds[h], self.bounds[h + 1] - self.bounds[h]
         hit = np.zeros(len(keys), bool)
@@ -139,7 +150,7 @@ def _pieces_worker(text):
     ids = _PIECES["table"][word_code_points(text)]
     bits, solid = _PIECES["bits"], _PIECES["solid"]
     if "sets" not in _PIECES:
-        _PIECES["sets"] = [None] + [KeySet(s) for s in solid[1:]]
+        _PIECES["sets"] = [None] + [KeySet(s, bits * n) for n, s in enumerate(solid[1:], 2)]
     sets = _PIECES["sets"]
     order = len(solid)
     keys, ahead = start_keys(ids, bits, order)
