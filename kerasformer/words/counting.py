@@ -7,8 +7,9 @@ character" (CJK ideograph, ASCII letter or digit, 〇/○) is id 0 and acts as a
 break, like nlp-zero's ``re.split('[^\\u4e00-\\u9fa50-9a-zA-Z]+')``.
 
 An n-gram is packed into one ``uint64`` key, first character in the high bits, ``bits``
-bits per character; a chunk's n-grams of every order come from shifts of the id array
-and are counted with one sort (``np.unique``). Chunk counts are merged by sorting again.
+bits per character. Each position's key packs the `order` characters starting there
+(those after a break set to 0); one sort of these keys counts every order at once, since
+equal n-gram prefixes end up side by side. Chunk counts (sorted) are merged linearly.
 
 Two passes over the corpus: the first counts characters, the second n-grams. Characters
 seen fewer than ``min_count`` times cannot be part of an n-gram seen ``min_count``
@@ -103,43 +104,6 @@ def reduce_counts(keys, counts):
     return keys[starts], np.add.reduceat(counts, starts).astype(np.int64)
 
 
-def _unique_counts(keys):
-    keys, counts = np.unique(keys, return_counts=True)
-    return keys, counts.astype(np.int64)
-
-
-def run_lengths(ids):
-    """run[i] = number of consecutive non-zero ids ending at i (0 where ids[i] == 0)."""
-    pos = np.arange(len(ids), dtype=np.int64)
-    last_break = np.maximum.accumulate(np.where(ids == 0, pos, -1))
-    return pos - last_break
-
-
-def end_keys(ids, bits, order):
-    """keys[n-1][e] = packed n-gram ending at position e (garbage where run[e] < n)."""
-    keys = [ids.astype(np.uint64)]
-    shift = np.uint64(bits)
-    for _ in range(1, order):
-        prev = keys[-1]
-        k = np.zeros(len(ids), np.uint64)
-        k[1:] = (prev[:-1] << shift) | keys[0][1:]
-        keys.append(k)
-    return keys
-
-
-def count_keys(keys, key_bits):
-    """(unique keys, counts) of uint64 `keys` below 2^key_bits: a bincount when the range
-    is small, else one sort, of 32-bit values when they fit (about twice as fast)."""
-    if key_bits <= 20:
-        counts = np.bincount(keys.astype(np.intp), minlength=1 << key_bits)
-        uniq = np.flatnonzero(counts)
-        return uniq.astype(np.uint64), counts[uniq].astype(np.int64)
-    if key_bits <= 32:
-        uniq, counts = np.unique(keys.astype(np.uint32), return_counts=True)
-        return uniq.astype(np.uint64), counts.astype(np.int64)
-    return _unique_counts(keys)
-
-
 def start_keys(ids, bits, order):
     """(keys, ahead) per start position s: keys[s] packs ids[s:s+order] (first character in
     the high bits) with every character from the first break on set to 0, so the packed
@@ -163,15 +127,15 @@ def start_keys(ids, bits, order):
     return keys, ahead
 
 
-def group_prefixes(sorted_keys, bits, order, whole=False):
-    """[(keys, counts) for n in 1..order] from sorted zero-padded order-length keys (see
+def group_prefixes(sorted_keys, bits, order, whole=False, first=1):
+    """[(keys, counts) for n in first..order] from sorted zero-padded order-length keys (see
     `start_keys`): the n-gram of a key is its top n characters, and a sorted array has
     equal prefixes side by side, so one sort counts every order (a prefix ending in a
     break, 0, is no n-gram). `whole`: a key counts only as the n-gram of its own length
     (its first n characters non-zero, the rest 0), not as each of its prefixes."""
     out = []
     char_mask = np.uint64((1 << bits) - 1)
-    for n in range(1, order + 1):
+    for n in range(first, order + 1):
         prefix = sorted_keys >> np.uint64(bits * (order - n))
         keep = (prefix & char_mask) != 0
         if whole and n < order:
@@ -182,11 +146,20 @@ def group_prefixes(sorted_keys, bits, order, whole=False):
     return out
 
 
+def count_ids(ids):
+    """(ids, counts) of the non-zero values of `ids` (a bincount)."""
+    counts = np.bincount(ids, minlength=2)
+    counts[0] = 0  # breaks
+    uniq = np.flatnonzero(counts)
+    return uniq.astype(np.uint64), counts[uniq].astype(np.int64)
+
+
 def count_chunk(ids, bits, order):
     """[(keys, counts) for n in 1..order] of one chunk of ids (0 = break)."""
     keys, ahead = start_keys(ids, bits, order)
-    # one sort for every order (sorting was the main cost: one per order before)
-    return group_prefixes(np.sort(keys[ahead > 0]), bits, order)
+    # 1-grams by a bincount; one sort for every longer order, of the positions that start
+    # a 2-gram (sorting is the main cost of counting)
+    return [count_ids(ids)] + group_prefixes(np.sort(keys[ahead > 1]), bits, order, first=2)
 
 
 # -- corpus reading ----------------------------------------------------------------
@@ -323,7 +296,7 @@ class NgramCounts:
         ids = self.encode(gram)
         if len(gram) == 0 or len(gram) > self.order or not ids.all():
             return None
-        return end_keys(ids, self.bits, len(gram))[-1][-1]
+        return start_keys(ids, self.bits, len(gram))[0][0]
 
     def __getitem__(self, gram):
         key = self.key(gram)
@@ -392,10 +365,7 @@ def bits_for(num_chars):
 # -- the two passes ------------------------------------------------------------------
 
 def _count_code_points(text):
-    counts = np.bincount(word_code_points(text), minlength=2)
-    counts[0] = 0  # breaks
-    uniq = np.flatnonzero(counts)
-    return uniq.astype(np.uint64), counts[uniq].astype(np.int64)
+    return count_ids(word_code_points(text))
 
 
 _WORKER = {}
