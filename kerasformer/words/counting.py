@@ -127,22 +127,32 @@ def start_keys(ids, bits, order):
     return keys, ahead
 
 
+def _runs(sorted_keys):
+    """(distinct keys, counts) of a sorted array."""
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]) if len(sorted_keys) else \
+        np.zeros(0, np.intp)
+    return sorted_keys[starts], np.diff(np.r_[starts, len(sorted_keys)]).astype(np.int64)
+
+
 def group_prefixes(sorted_keys, bits, order, whole=False, first=1):
     """[(keys, counts) for n in first..order] from sorted zero-padded order-length keys (see
     `start_keys`): the n-gram of a key is its top n characters, and a sorted array has
     equal prefixes side by side, so one sort counts every order (a prefix ending in a
     break, 0, is no n-gram). `whole`: a key counts only as the n-gram of its own length
     (its first n characters non-zero, the rest 0), not as each of its prefixes."""
-    out = []
     char_mask = np.uint64((1 << bits) - 1)
+    if whole:
+        keys, counts = _runs(sorted_keys)
+        length = sum(((keys >> np.uint64(bits * j)) & char_mask != 0).astype(np.int8) for j in range(order))
+        return [(keys[length == n] >> np.uint64(bits * (order - n)), counts[length == n])
+                for n in range(first, order + 1)]
+    out = []
     for n in range(first, order + 1):
-        prefix = sorted_keys >> np.uint64(bits * (order - n))
-        keep = (prefix & char_mask) != 0
-        if whole and n < order:
-            keep &= (sorted_keys >> np.uint64(bits * (order - n - 1))) & char_mask == 0
-        prefix = prefix[keep]
-        starts = np.flatnonzero(np.r_[True, prefix[1:] != prefix[:-1]]) if len(prefix) else np.zeros(0, np.intp)
-        out.append((prefix[starts], np.diff(np.r_[starts, len(prefix)]).astype(np.int64)))
+        # group first, then drop the groups that are no n-gram: the filter runs on the
+        # distinct prefixes, not on every position
+        keys, counts = _runs(sorted_keys >> np.uint64(bits * (order - n)))
+        keep = (keys & char_mask) != 0
+        out.append((keys[keep], counts[keep]))
     return out
 
 
