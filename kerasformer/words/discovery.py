@@ -77,26 +77,40 @@ def solid_ngrams(counts, method="min_entropy", min_pmi=None, min_proba=0.0):
 
 
 class KeySet:
-    """Membership of uint64 keys in a set, vectorised. Keys below 2^DENSE_BITS: one bit
-    each in a bitmap (one gather per query). Larger keys: grouped by a hash into about 4
-    buckets per key, so most queries cost one gather of the bucket bounds and at most one
-    key comparison (a binary search per query was the main cost of the pieces pass)."""
+    """Membership of non-zero uint64 keys in a set, vectorised. Keys below 2^DENSE_BITS:
+    one bit each in a bitmap (one gather per query). Larger keys: an open-addressing hash
+    table (linear probing, at most 1/8 full, 0 = empty slot), so almost every query is
+    settled by one gather: its home slot holds it (a member) or nothing (not one). A
+    binary search per query was the main cost of the pieces pass."""
 
     DENSE_BITS = 27  # a 16 MiB bitmap at most
 
     def __init__(self, keys, key_bits=64):
         keys = np.unique(np.asarray(keys, np.uint64))
+        if len(keys) and keys[0] == 0:
+            raise KerasformerError("KeySet keys must be non-zero (0 marks an empty slot)")
         self.dense = key_bits <= self.DENSE_BITS
         if self.dense:
             self.bitmap = np.zeros(max(1 << (key_bits - 3), 1), np.uint8)
             np.bitwise_or.at(self.bitmap, (keys >> np.uint64(3)).astype(np.intp),
                              np.left_shift(np.uint8(1), (keys & np.uint64(7)).astype(np.uint8)))
             return
-        self.hash_bits = max(int(len(keys)).bit_length() + 2, 4)
-        h = self._hash(keys)
-        by_hash = np.argsort(h, kind="stable")
-        self.keys = keys[by_hash]
-        self.bounds = np.searchsorted(h[by_hash], np.arange((1 << self.hash_bits) + 1))
+        self.hash_bits = max(int(len(keys)).bit_length() + 3, 4)
+        self.mask = (1 << self.hash_bits) - 1
+        self.table = np.zeros(1 << self.hash_bits, np.uint64)
+        # insert in rounds: each waiting key tries the next slot of its probe sequence; of
+        # the keys trying one free slot, the first takes it, the others probe on (so no
+        # empty slot ever lies between a key's home and its place)
+        slots = self._hash(keys)
+        while len(keys):
+            free = self.table[slots] == 0
+            cand = np.flatnonzero(free)
+            _, first = np.unique(slots[cand], return_index=True)
+            placed = cand[first]
+            self.table[slots[placed]] = keys[placed]
+            wait = np.ones(len(keys), bool)
+            wait[placed] = False
+            keys, slots = keys[wait], (slots[wait] + 1) & self.mask
 
     def _hash(self, keys):
         # Fibonacci hashing: the top bits of key * 2^64/phi
@@ -106,18 +120,19 @@ class KeySet:
         raise TypeError("use KeySet.contains(keys) on an array")
 
     def contains(self, keys):
+        keys = np.asarray(keys, np.uint64)
         if self.dense:
             return (self.bitmap[(keys >> np.uint64(3)).astype(np.intp)] >> (keys & np.uint64(7)).astype(np.uint8)) & 1 == 1
-        h = self._hash(keys)
-        lo, size = self.bounds[h], self.bounds[h + 1] - self.bounds[h]
-        hit = np.zeros(len(keys), bool)
-        rank = 0
-        idx = np.flatnonzero(size > 0)
-        while len(idx):  # the rank-th key of each bucket that has one (few rounds)
-            hit[idx] |= self.keys[lo[idx] + rank] == keys[idx]
-            rank += 1
-            idx = idx[size[idx] > rank]
-        return hit
+        slots = self._hash(keys)
+        found = self.table[slots]
+        hit = found == keys
+        idx = np.flatnonzero((found != 0) & ~hit)  # a home slot taken by another key: probe on
+        while len(idx):
+            slots[idx] = (slots[idx] + 1) & self.mask
+            found = self.table[slots[idx]]
+            hit[idx] = found == keys[idx]
+            idx = idx[(found != 0) & ~hit[idx]]
+        return hit & (keys != 0)
 
 
 def piece_bounds(keys, ahead, bits, solid):
