@@ -14,7 +14,8 @@ import pytest
 from kerasformer.errors import KerasformerError
 from kerasformer.words import (NgramCounts, Segmenter, branching_entropy, count_ngrams, discover, load_lexicon,
                                ngram_pmi, save_lexicon)
-from kerasformer.words.counting import iter_chunks
+from kerasformer.words.counting import iter_chunks, merge_counts
+from kerasformer.words.discovery import KeySet, count_pieces, solid_ngrams
 from kerasformer.words.domain import compare_counts, domain_terms
 from kerasformer.words.segment import bakeoff_score
 
@@ -120,6 +121,44 @@ def test_pmi_and_branching_entropy_match_definitions(random_text):
         c = sum(nxt.values()) + ends
         expected = -sum(k / c * math.log(k / c) for k in nxt.values()) + ends / c * math.log(c)
         assert h == pytest.approx(expected)
+
+
+def test_pieces_match_naive_cut(random_text):
+    """count_pieces (key sets, one sort per chunk, long pieces) == cutting each sentence
+    in Python wherever no solid n-gram covers two neighbours."""
+    # already normalised: pieces longer than the order are cut from the raw text (so a
+    # full-width character stays full-width there; the others are decoded from ids)
+    text = random_text.replace("Ｘ", "X").replace("３", "3")
+    counts = count_ngrams([text], order=3, min_count=1, progress=False)
+    solid = solid_ngrams(counts, "min_entropy", [0.1, 0.5])
+    solid_words = {w for n, s in enumerate(solid[1:], 2) for w in counts.decode(s, n)}
+    assert 50 < len(solid_words) < len(counts) // 4  # some neighbours join, most do not
+    ref = Counter()
+    for s in re.split(WORD_RE, text):
+        joined = [any(s[a:a + n] in solid_words for n in (2, 3) for a in range(b - n + 1, b) if a >= 0 and a + n <= len(s))
+                  for b in range(len(s) + 1)]
+        cuts = [0] + [b for b in range(1, len(s)) if not joined[b]] + [len(s)]
+        ref.update(s[a:b] for a, b in zip(cuts, cuts[1:]) if b > a)
+    assert any(len(w) > 3 for w in ref)  # pieces longer than the order are counted too
+    assert count_pieces([text], counts, solid, chunk_chars=3000, progress=False) == dict(ref)
+
+
+def test_key_set_and_merge_match_numpy():
+    rng = np.random.default_rng(0)
+    for bits in (20, 40, 64):  # a bitmap, then a hash table
+        for n in (1, 7, 3000):
+            keys = rng.integers(1, 2 ** bits - 1, n, dtype=np.uint64, endpoint=True)
+            queries = np.concatenate([keys, keys + np.uint64(1), np.zeros(1, np.uint64),
+                                      rng.integers(0, 2 ** bits - 1, 5000, dtype=np.uint64, endpoint=True)])
+            np.testing.assert_array_equal(KeySet(keys, bits).contains(queries), np.isin(queries, keys))
+    parts, ref = [], Counter()
+    for _ in range(5):
+        keys = np.unique(rng.integers(0, 50, 30).astype(np.uint64))
+        counts = rng.integers(1, 9, len(keys))
+        parts.append((keys, counts))
+        ref.update(dict(zip(keys.tolist(), counts.tolist())))
+    keys, counts = merge_counts(parts)
+    assert keys.tolist() == sorted(ref) and counts.tolist() == [ref[k] for k in sorted(ref)]
 
 
 @pytest.mark.parametrize("method", ["min_entropy", "nlp_zero"])
