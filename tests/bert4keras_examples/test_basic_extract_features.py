@@ -1,0 +1,23 @@
+"""bert4keras' basic_extract_features, ported (ports/basic_extract_features.py): encode a
+sentence, predict the sequence output, save with ``model.save('test.model')`` and reload."""
+import numpy as np
+import pytest
+
+from .conftest import run_port
+
+
+@pytest.fixture(scope="module")
+def example(example_root, tiny_bert, port_dir):
+    return run_port("basic_extract_features", example_root, port_dir)
+
+
+def test_features_and_reload(example):
+    from kerasformer import build_transformer_model
+
+    token_ids, segment_ids = example["token_ids"], example["segment_ids"]
+    assert token_ids.shape == (1, 6)  # [CLS] 语 言 模 型 [SEP]
+    reloaded = example["model"].predict([token_ids, segment_ids], verbose=0)
+    fresh = build_transformer_model(example["config_path"], example["checkpoint_path"])
+    expected = fresh.predict([token_ids, segment_ids], verbose=0)
+    assert reloaded.shape == (1, 6, 32)
+    np.testing.assert_allclose(reloaded, expected, atol=1e-5)

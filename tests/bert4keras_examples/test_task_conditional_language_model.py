@@ -1,0 +1,37 @@
+"""bert4keras' task_conditional_language_model, ported: application='lm' conditioned on a
+label through conditional LayerNorm (layer_norm_cond, additional_input_layers), a ``Loss``
+layer masked by the model's padding mask, and nucleus sampling."""
+import numpy as np
+import pytest
+
+from .conftest import assert_padding_invariant, assert_trains, first_batch, run_port
+
+
+@pytest.fixture(scope="module")
+def example(example_root, tiny_bert, port_dir):
+    return run_port("task_conditional_language_model", example_root, port_dir)
+
+
+def test_trains(example):
+    assert_trains(example["model"], first_batch(example["data_generator"](example["data"], 4))[0])
+
+
+def test_samples_per_label(example):
+    np.random.seed(0)
+    for label in (0, 1):
+        texts = example["random_sentiment"].generate(label, 2, 5)
+        assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def test_label_changes_the_output(example):
+    """The condition reaches the model: the same tokens under the two labels differ."""
+    x, _ = first_batch(example["data_generator"](example["data"], 4))
+    model = example["model"]
+    zeros, ones = np.zeros_like(x[2]), np.ones_like(x[2])
+    assert not np.isclose(model.test_on_batch([x[0], x[1], zeros]),
+                          model.test_on_batch([x[0], x[1], ones]))
+
+
+def test_lm_loss_ignores_padding(example):
+    x, _ = first_batch(example["data_generator"](example["data"], 4))
+    assert_padding_invariant(example["model"], x)

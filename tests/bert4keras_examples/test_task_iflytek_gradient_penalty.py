@@ -1,0 +1,38 @@
+"""bert4keras' task_iflytek_gradient_penalty, ported with the documented two-line change
+(``loss_with_gradient_penalty`` -> ``kerasformer.training.gradient_penalty``)."""
+import pytest
+
+from .conftest import assert_trains, first_batch, run_port
+
+
+@pytest.fixture(scope="module")
+def example(example_root, tiny_bert, port_dir):
+    return run_port("task_iflytek_gradient_penalty", example_root, port_dir)
+
+
+def test_trains(example):
+    assert_trains(example["model"], *first_batch(example["train_generator"]))
+
+
+def test_evaluates_and_predicts_to_file(example, example_root, tmp_path):
+    assert 0.0 <= example["evaluate"](example["valid_generator"]) <= 1.0
+    out = tmp_path / "iflytek_predict.json"
+    example["predict_to_file"](str(example_root / "datasets/iflytek/test.json"), str(out))
+    assert len(out.read_text().splitlines()) == 2
+
+
+def test_penalty_as_bert4keras_example(example):
+    """loss + 0.5 * epsilon * ||d loss / d E||^2 with epsilon=1 on 'Embedding-Token'."""
+    trick = example["model"]._kerasformer_trick
+    assert trick.name == "gradient_penalty"
+    assert trick.settings == {"epsilon": 1, "embedding_name": "Embedding-Token"}
+
+
+def test_unported_loss_is_a_clear_error(example):
+    """The example's own loss_with_gradient_penalty (K.gradients inside a loss) cannot work in
+    Keras 3: it must fail with an error that names the replacement, never train silently."""
+    model = example["model"]
+    model.compile(loss=example["loss_with_gradient_penalty"], optimizer=example["Adam"](2e-5))
+    x, y = first_batch(example["train_generator"])
+    with pytest.raises(Exception, match="gradient_penalty"):
+        model.train_on_batch(x, y)

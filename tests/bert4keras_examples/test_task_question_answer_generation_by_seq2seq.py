@@ -1,0 +1,29 @@
+"""bert4keras' task_question_answer_generation_by_seq2seq, ported: UniLM with a ``Loss``
+layer; sample an answer, then beam-search a question."""
+import numpy as np
+import pytest
+
+from .conftest import assert_padding_invariant, assert_trains, first_batch, run_port
+
+
+@pytest.fixture(scope="module")
+def example(example_root, tiny_bert, port_dir):
+    return run_port("task_question_answer_generation_by_seq2seq", example_root, port_dir)
+
+
+def test_trains(example):
+    assert_trains(example["model"], first_batch(example["data_generator"](example["train_data"], 4))[0])
+
+
+def test_generates_and_predicts_to_file(example, tmp_path):
+    np.random.seed(0)
+    q, a = example["qag"].generate(example["train_data"][0][0])
+    assert isinstance(q, str) and isinstance(a, str)
+    out = tmp_path / "qa.csv"
+    example["predict_to_file"](example["valid_data"], str(out))
+    assert len(out.read_text(encoding="utf-8").splitlines()) == len(example["valid_data"])
+
+
+def test_unilm_loss_ignores_padding(example):
+    x, _ = first_batch(example["data_generator"](example["train_data"], 4))
+    assert_padding_invariant(example["model"], x)

@@ -1,0 +1,28 @@
+"""bert4keras' task_reading_comprehension_by_seq2seq, ported: UniLM answer generation with
+a ``Loss`` layer, and extractive beam search voting over several passages (use_states)."""
+import pytest
+
+from .conftest import assert_padding_invariant, assert_trains, first_batch, run_port
+
+
+@pytest.fixture(scope="module")
+def example(example_root, tiny_bert, port_dir):
+    return run_port("task_reading_comprehension_by_seq2seq", example_root, port_dir)
+
+
+def test_trains(example):
+    assert_trains(example["model"], first_batch(example["data_generator"](example["train_data"], 4))[0])
+
+
+def test_answers_and_predicts_to_file(example, tmp_path):
+    d = example["valid_data"][0]
+    answer = example["reader"].answer(d["question"], [p["passage"] for p in d["passages"]])
+    assert isinstance(answer, str)
+    out = tmp_path / "answers.txt"
+    example["predict_to_file"](example["valid_data"], str(out))
+    assert len(out.read_text(encoding="utf-8").splitlines()) == len(example["valid_data"])
+
+
+def test_unilm_loss_ignores_padding(example):
+    x, _ = first_batch(example["data_generator"](example["train_data"], 4))
+    assert_padding_invariant(example["model"], x)

@@ -1,0 +1,26 @@
+"""bert4keras' task_seq2seq_autotitle_csl, ported: UniLM title generation (application=
+'unilm' implies the MLM head), a ``Loss`` layer, beam search and the Rouge / BLEU evaluator."""
+import pytest
+
+from .conftest import assert_padding_invariant, assert_trains, first_batch, run_port
+
+
+@pytest.fixture(scope="module")
+def example(example_root, tiny_bert, port_dir):
+    return run_port("task_seq2seq_autotitle_csl", example_root, port_dir)
+
+
+def test_trains(example):
+    assert_trains(example["model"], first_batch(example["data_generator"](example["train_data"], 4))[0])
+
+
+def test_generates_and_evaluates(example):
+    title = example["autotitle"].generate(example["test_data"][0][1], topk=2)
+    assert isinstance(title, str)
+    metrics = example["Evaluator"]().evaluate(example["valid_data"])
+    assert set(metrics) == {"rouge-1", "rouge-2", "rouge-l", "bleu"}
+
+
+def test_unilm_loss_ignores_padding(example):
+    x, _ = first_batch(example["data_generator"](example["train_data"], 4))
+    assert_padding_invariant(example["model"], x)

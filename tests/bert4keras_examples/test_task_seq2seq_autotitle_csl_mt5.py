@@ -1,0 +1,25 @@
+"""bert4keras' task_seq2seq_autotitle_csl_mt5, ported: mT5 with keep_tokens, a ``Loss`` layer
+masked by the decoder's own padding mask, and beam search on the decoder."""
+import pytest
+
+from .conftest import assert_padding_invariant, assert_trains, first_batch, run_port
+
+
+@pytest.fixture(scope="module")
+def example(example_root, tiny_mt5, port_dir):
+    return run_port("task_seq2seq_autotitle_csl_mt5", example_root, port_dir)
+
+
+def test_trains(example):
+    assert_trains(example["model"], first_batch(example["data_generator"](example["train_data"], 4))[0])
+
+
+def test_generates_and_evaluates(example):
+    assert isinstance(example["autotitle"].generate(example["test_data"][0][1], topk=2), str)
+    metrics = example["Evaluator"]().evaluate(example["valid_data"])
+    assert set(metrics) == {"rouge-1", "rouge-2", "rouge-l", "bleu"}
+
+
+def test_decoder_loss_ignores_padding(example):
+    x, _ = first_batch(example["data_generator"](example["train_data"], 4))
+    assert_padding_invariant(example["model"], x, sequences=((0,), (1,)))
