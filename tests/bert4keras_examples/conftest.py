@@ -14,6 +14,7 @@ import json
 import math
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -28,7 +29,7 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # batch trains smoothly
 TINY_BERT_CONFIG = dict(
     attention_probs_dropout_prob=0.0, hidden_act="gelu", hidden_dropout_prob=0.0, hidden_size=32,
-    initializer_range=0.02, intermediate_size=48, max_position_embeddings=64,
+    initializer_range=0.02, intermediate_size=48, max_position_embeddings=128,
     num_attention_heads=4, num_hidden_layers=1, type_vocab_size=2)
 TINY_ALBERT_CONFIG = dict(TINY_BERT_CONFIG, embedding_size=16, num_hidden_groups=1,
                           inner_group_num=1, down_scale_factor=1, gap_size=0,
@@ -133,7 +134,7 @@ def run_port(name, root, tmp_path):
     old = os.getcwd()
     os.chdir(work)
     try:
-        np.random.seed(0)
+        keras.utils.set_random_seed(0)  # the random head weights, dropout, np.random
         exec(code, namespace)
     finally:
         os.chdir(old)
@@ -150,13 +151,12 @@ def first_batch(generator):
     return next(iter(generator))
 
 
-def assert_trains(model, inputs, targets=None, steps=4):
-    """``steps`` optimizer steps on one repeated batch: every loss is finite and the last
-    is below the first."""
-    losses = []
-    for _ in range(steps):
-        loss = model.train_on_batch(inputs, targets)
-        losses.append(float(np.ravel(loss)[0]))
+def assert_trained(model):
+    """The port's own ``model.fit`` ran several epochs of one batch (the tiny data is one
+    batch): every epoch's loss is finite and the last is below the first. Reading Keras'
+    ``model.history`` costs no extra compile (a new train step shape would, on JAX)."""
+    losses = model.history.history["loss"]
+    assert len(losses) >= 3, losses
     assert all(math.isfinite(v) for v in losses), losses
     assert losses[-1] < losses[0], losses
     return losses

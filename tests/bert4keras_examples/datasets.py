@@ -37,7 +37,9 @@ def write_all(root):
         _write(f"{root}/datasets/lcqmc/lcqmc.{split}.data", _lines(rows))
     # task_sentiment_albert, task_conditional_language_model: text \t 0/1
     labelled = [f"{t}\t{int(i in POSITIVE)}" for i, t in enumerate(s)]
-    for split, rows in (("train", labelled[:2]), ("valid", labelled[2:3]), ("test", labelled[3:4])):
+    # both labels in valid: a constant prediction still scores > 0, so Evaluator saves
+    splits = (("train", [0, 3]), ("valid", [1, 7, 2, 6]), ("test", [4]))
+    for split, rows in ((name, [labelled[i] for i in ids]) for name, ids in splits):
         _write(f"{root}/datasets/sentiment/sentiment.{split}.data", _lines(rows))
     # task_sequence_labeling_ner_crf: "char tag" lines (B-/I- tags), blank line between sentences
     entities = {"北京": "LOC", "上海": "LOC", "广州": "LOC", "张三": "PER", "李四": "PER", "长城": "LOC"}
@@ -63,20 +65,22 @@ def write_all(root):
     for split, rows in (("train", csl[:4]), ("val", csl[4:5]), ("test", csl[5:6])):
         _write(f"{root}/datasets/csl/{split}.tsv", _lines(rows))
     # reading comprehension / question generation: WebQA / SogouQA json
+    # one passage per question: the examples pick a passage at random per sample, and the
+    # training check wants the same batch every epoch (the tests pass several passages)
     qa = [
-        ("科学技术是什么？", [(s[0], "第一生产力"), (s[4], "")]),
-        ("我们去哪里看长城？", [(s[1], "北京"), (s[2], "")]),
-        ("张三在哪里学习？", [(s[4], "上海"), (s[5], "")]),
-        ("李四去了哪里？", [(s[5], "广州"), (s[0], "")]),
+        ("科学技术是什么？", s[0], "第一生产力"),
+        ("我们去哪里看长城？", s[1], "北京"),
+        ("张三在哪里学习？", s[4], "上海"),
+        ("李四去了哪里？", s[5], "广州"),
     ]
-    webqa = [{"id": f"w{i}", "question": q, "passages": [{"passage": p, "answer": a} for p, a in ps]}
-             for i, (q, ps) in enumerate(qa[:2])]
-    sogou = [{"id": f"s{i}", "question": q, "passages": [{"passage": p, "answer": a} for p, a in ps]}
-             for i, (q, ps) in enumerate(qa[2:])]
+    webqa = [{"id": f"w{i}", "question": q, "passages": [{"passage": p, "answer": a}]}
+             for i, (q, p, a) in enumerate(qa[:2])]
+    sogou = [{"id": f"s{i}", "question": q, "passages": [{"passage": p, "answer": a}]}
+             for i, (q, p, a) in enumerate(qa[2:])]
     _write(f"{root}/datasets/qa_datasets/WebQA.json", json.dumps(webqa, ensure_ascii=False))
     _write(f"{root}/datasets/qa_datasets/SogouQA.json", json.dumps(sogou, ensure_ascii=False))
     # task_language_model: novels as GBK text files under 金庸/<book>/*.txt
-    novel = "".join(s) + "\n" + "".join(reversed(s))
+    novel = "".join(s[:4])  # the example's chunking makes 4 training texts of it: one batch
     _write(f"{root}/datasets/金庸/书剑恩仇录/第一回.txt", novel, encoding="gbk")
     # task_iflytek_*: JSON lines {"sentence", "label"}
     iflytek = [json.dumps({"id": i, "sentence": t, "label": str(i % 3)}, ensure_ascii=False)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from .conftest import assert_padding_invariant, assert_trains, first_batch, run_port
+from .conftest import assert_padding_invariant, assert_trained, first_batch, run_port
 
 
 @pytest.fixture(scope="module")
@@ -12,7 +12,7 @@ def example(example_root, tiny_bert, port_dir):
 
 
 def test_trains(example):
-    assert_trains(example["model"], first_batch(example["data_generator"](example["data"], 4))[0])
+    assert_trained(example["model"])
 
 
 def test_continues_stories(example):

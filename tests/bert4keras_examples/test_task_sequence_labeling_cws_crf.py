@@ -1,7 +1,7 @@
 """bert4keras' task_sequence_labeling_cws_crf, ported: BERT + CRF word segmentation."""
 import pytest
 
-from .conftest import assert_padding_invariant, assert_trains, first_batch, run_port
+from .conftest import assert_padding_invariant, assert_trained, first_batch, run_port
 
 
 @pytest.fixture(scope="module")
@@ -10,7 +10,7 @@ def example(example_root, tiny_bert, port_dir):
 
 
 def test_trains(example):
-    assert_trains(example["model"], *first_batch(example["data_generator"](example["train_data"], 4)))
+    assert_trained(example["model"])
 
 
 def test_segments_and_evaluates(example, tmp_path):

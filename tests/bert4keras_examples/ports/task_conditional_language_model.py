@@ -23,9 +23,9 @@ from keras.models import Model
 
 # 模型配置
 maxlen = 32  # tiny (was 128)
-batch_size = 4  # tiny (was 32)
+batch_size = 8  # tiny (was 32)
 num_classes = 2
-epochs = 1  # tiny (was 20)
+epochs = 3  # tiny (was 20)
 
 # bert配置
 config_path = 'kg/bert/bert_config.json'

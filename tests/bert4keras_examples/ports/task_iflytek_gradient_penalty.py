@@ -175,7 +175,7 @@ if __name__ == '__main__':
     model.fit(
         train_generator.forfit(),
         steps_per_epoch=len(train_generator),
-        epochs=1,  # tiny (was 50)
+        epochs=3,  # tiny (was 50)
         callbacks=[evaluator]
     )
 

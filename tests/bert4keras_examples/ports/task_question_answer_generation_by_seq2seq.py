@@ -24,7 +24,7 @@ max_p_len = 24  # tiny (was 128)
 max_q_len = 8  # tiny (was 64)
 max_a_len = 4  # tiny (was 16)
 batch_size = 4  # tiny (was 32)
-epochs = 1  # tiny (was 100)
+epochs = 3  # tiny (was 100)
 
 # bert配置
 config_path = 'kg/bert/bert_config.json'
@@ -176,7 +176,7 @@ if __name__ == '__main__':
 
     model.fit(
         train_generator.forfit(),
-        steps_per_epoch=2,  # tiny (was 1000)
+        steps_per_epoch=1,  # tiny (was 1000)
         epochs=epochs,
         callbacks=[evaluator]
     )
