@@ -485,3 +485,12 @@ def recompute_call(layer, call):
         return outputs
 
     return wrapped
+
+
+# ==================================================================== bert4keras compatibility
+# ``from bert4keras.backend import keras, K, search_layer, sequence_masking, ...`` ports as
+# ``from kerasformer.backend import ...``: ``K`` (Keras 2's backend functions on keras.ops) lives
+# in kerasformer/keras2.py, bert4keras' helpers in kerasformer/backend_compat.py. Imported last:
+# they import layers, which import this module.
+from kerasformer import keras2 as K  # noqa: E402,F401,N812
+from kerasformer.backend_compat import *  # noqa: E402,F401,F403

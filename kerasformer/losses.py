@@ -13,6 +13,7 @@
 All compute in float32. ``1e12`` is bert4keras' "infinity".
 """
 import keras
+import numpy as np
 from keras import ops
 
 INF = 1e12
@@ -20,13 +21,16 @@ INF = 1e12
 
 @keras.saving.register_keras_serializable(package="kerasformer")
 def multilabel_categorical_crossentropy(y_true, y_pred):
-    """Multi-label loss per example, reducing the last axis; ``y_true`` is 0/1 and shaped like
-    ``y_pred``."""
+    """Multi-label loss per example, reducing the last axis (bert4keras 0.11.5's form):
+    ``y_true`` is shaped like ``y_pred`` and holds each class's target probability in [0, 1]
+    (0/1 labels, or soft ones: https://kexue.fm/archives/9064); a score of ``-inf`` in
+    ``y_pred`` marks a class that takes no part."""
     y_true = ops.cast(y_true, "float32")
     y_pred = ops.cast(y_pred, "float32")
-    y_pred = (1.0 - 2.0 * y_true) * y_pred  # positives negated: both terms are log(1 + sum e^x)
-    y_neg = y_pred - y_true * INF  # drop positives from the negative term
-    y_pos = y_pred - (1.0 - y_true) * INF  # and negatives from the positive one
+    y_mask = ops.not_equal(y_pred, -np.inf)
+    # log(1 - p) and log(p) weight each class in the two terms (-inf drops it: 0/1 labels)
+    y_neg = ops.where(y_mask, y_pred, -np.inf) + ops.log(1.0 - y_true)
+    y_pos = ops.where(y_mask, -y_pred, -np.inf) + ops.log(y_true)
     zeros = ops.zeros_like(y_pred[..., :1])  # the "1 +" inside each log
     neg_loss = ops.logsumexp(ops.concatenate([y_neg, zeros], axis=-1), axis=-1)
     pos_loss = ops.logsumexp(ops.concatenate([y_pos, zeros], axis=-1), axis=-1)

@@ -48,17 +48,27 @@ bert4keras does), so a compiled model saved as ``.keras`` loads again once the s
 import re
 
 import keras
+import numpy as np
 from keras import ops
 
 from kerasformer.errors import KerasformerError
+from kerasformer.snippets import string_matching
 
 DEFAULT_WEIGHT_DECAY_EXCLUDE = ("Norm", "bias")
 
-# Keras' Lion is Chen et al. (2023), Algorithm 2: c = b1*m + (1-b1)*g; w -= lr*(sign(c) + wd*w);
-# m = b2*m + (1-b2)*g (the decay is Keras' decoupled ``weight_decay``). tests/test_optimizers.py
-# checks it against the paper's formula. Note Keras' defaults (lr=1e-3, b1=0.9, b2=0.99) are the
-# paper's; bert4keras used (3e-4, 0.95, 0.98).
-Lion = keras.optimizers.Lion
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class Lion(keras.optimizers.Lion):
+    """bert4keras' Lion (Chen et al. 2023, Algorithm 2): ``c = b1*m + (1-b1)*g;
+    w -= lr*(sign(c) + wd*w); m = b2*m + (1-b2)*g`` -- Keras' own update (decay: Keras'
+    decoupled ``weight_decay``) with bert4keras' defaults ``(3e-4, 0.95, 0.98)`` rather than
+    Keras' ``(1e-3, 0.9, 0.99)``. tests/test_optimizers.py checks it against the formula."""
+
+    def __init__(self, learning_rate=3e-4, beta_1=0.95, beta_2=0.98, **kwargs):
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, **kwargs)
+
+
+LionV2 = Lion
 
 
 # ---------------------------------------------------------------------------- small helpers
@@ -569,7 +579,298 @@ def extend_with_gradient_transform(BaseOptimizer, name=None):
     return _register(NewOptimizer, name or f"{BaseOptimizer.__name__}WithGradientTransform")
 
 
+# ------------------------------------------------------------------- bert4keras' optimizers
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class Adam(keras.optimizers.Optimizer):
+    """bert4keras' ``Adam`` (its tf.keras optimizer): ``m = b1*m + (1-b1)*g``,
+    ``v = b2*v + (1-b2)*g^2``, then with ``bias_correction=True`` ``m /= 1 - b1^t``,
+    ``v /= 1 - b2^t``, and ``w -= lr * m / (sqrt(v) + epsilon)``.
+
+    Differs from ``keras.optimizers.Adam`` in where epsilon sits (added to the bias-corrected
+    ``sqrt(v)``, Keras adds it to the uncorrected one), its default (1e-6, Keras 1e-7), and
+    ``bias_correction=False`` (no correction at all: what BERT's original AdamWeightDecay does).
+    """
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
+                 bias_correction=True, name=None, **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name or "Adam", **kwargs)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon or keras.config.epsilon()
+        self.bias_correction = bool(bias_correction)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._m, self._v = self.add_optimizer_variables(var_list, ["m", "v"])
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        gradient = ops.cast(gradient, dtype)
+        index = self._get_variable_index(variable)
+        m, v = self._m[index], self._v[index]
+        m_t = self.beta_1 * m + (1.0 - self.beta_1) * gradient
+        v_t = self.beta_2 * v + (1.0 - self.beta_2) * ops.square(gradient)
+        self.assign(m, m_t)
+        self.assign(v, v_t)
+        if self.bias_correction:
+            step = ops.cast(self.iterations + 1, dtype)
+            m_t = m_t / (1.0 - ops.power(ops.cast(self.beta_1, dtype), step))
+            v_t = v_t / (1.0 - ops.power(ops.cast(self.beta_2, dtype), step))
+        self.assign_sub(variable, lr * m_t / (ops.sqrt(v_t) + self.epsilon))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon,
+                      bias_correction=self.bias_correction)
+        return config
+
+
+def _root_mean_square(x):
+    return ops.sqrt(ops.mean(ops.square(x)))
+
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class AdaFactor(keras.optimizers.Optimizer):
+    """bert4keras' ``AdaFactor`` (Shazeer & Stern 2018, as mesh-tensorflow; ``AdaFactorV1`` and
+    ``AdaFactorV2`` compute the same update). Per variable ``p`` with gradient ``g``, at step
+    ``t`` (from 1):
+
+    * ``g2 = g^2 + epsilon1``; ``v = b2*v + (1-b2)*g2`` with ``b2 = beta2`` or, when None,
+      ``1 - t^-0.8``; for a matrix whose two largest axes are both >= ``min_dim_size_to_factor``
+      ``v`` is factored into the row and column means ``vr``, ``vc`` and rebuilt as
+      ``vr * vc / mean(vr)``;
+    * ``u = g / sqrt(v + epsilon1)``, divided by ``max(1, rms(u) / clipping_threshold)``;
+    * ``beta1 > 0``: ``u = m = beta1*m + (1-beta1)*u``;
+    * ``multiply_by_parameter_scale``: ``u *= max(rms(p), epsilon2)`` (except variables whose
+      path matches ``exclude_from_parameter_scale``);
+    * ``p -= lr * u`` with ``lr = learning_rate`` or, when None, ``min(1/sqrt(t), 0.01)``
+      (times 0.05 without parameter scaling).
+
+    Not Keras 3's ``keras.optimizers.Adafactor``, which scales and clips differently.
+    """
+
+    def __init__(self, learning_rate=1e-3, beta1=0.0, beta2=None, epsilon1=1e-30, epsilon2=1e-3,
+                 multiply_by_parameter_scale=True, clipping_threshold=1.0,
+                 min_dim_size_to_factor=128, exclude_from_parameter_scale=None, name=None, **kwargs):
+        super().__init__(learning_rate=1.0 if learning_rate is None else learning_rate,
+                         name=name or "AdaFactor", **kwargs)
+        self._adafactor_lr = learning_rate
+        self.beta1 = beta1
+        self._beta2 = beta2
+        self.epsilon1 = epsilon1
+        self.epsilon2 = epsilon2
+        self.multiply_by_parameter_scale = multiply_by_parameter_scale
+        self.clipping_threshold = clipping_threshold
+        self.min_dim_size_to_factor = min_dim_size_to_factor
+        self.exclude_from_parameter_scale = list(exclude_from_parameter_scale or [])
+
+    def _step(self):
+        return ops.cast(self._iterations + 1, "float32")
+
+    def _get_current_learning_rate(self):
+        if self._adafactor_lr is not None:
+            return super()._get_current_learning_rate()
+        rate = ops.minimum(1.0 / ops.sqrt(self._step()), 0.01)
+        return rate if self.multiply_by_parameter_scale else rate * 0.05
+
+    @property
+    def beta2(self):
+        if self._beta2 is None:
+            return 1.0 - ops.power(self._step(), -0.8)
+        return self._beta2
+
+    def factored_shape(self, shape):
+        """``(shape1, axis1, shape2, axis2)`` of the factored second moment, or None."""
+        if len(shape) < 2:
+            return None
+        shape = np.array(shape)
+        indices = shape.argpartition(-2)
+        if shape[indices[-2]] < self.min_dim_size_to_factor:
+            return None
+        shape1, shape2 = np.array(shape), np.array(shape)
+        shape1[indices[-1]] = 1
+        shape2[indices[-2]] = 1
+        return tuple(int(d) for d in shape1), int(indices[-1]), tuple(int(d) for d in shape2), int(indices[-2])
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._slots = []
+        for variable in var_list:
+            slots = {}
+            factored = self.factored_shape(tuple(variable.shape))
+            if factored is None:
+                slots["v"] = self.add_variable_from_reference(variable, "v")
+            else:
+                shape1, _, shape2, _ = factored
+                slots["vr"] = self.add_variable(shape1, initializer="zeros", dtype=variable.dtype,
+                                                name=f"{variable.name}_vr")
+                slots["vc"] = self.add_variable(shape2, initializer="zeros", dtype=variable.dtype,
+                                                name=f"{variable.name}_vc")
+            if self.beta1 > 0.0:
+                slots["m"] = self.add_variable_from_reference(variable, "m")
+            self._slots.append(slots)
+
+    def _do_parameter_scale(self, variable):
+        return self.multiply_by_parameter_scale and not string_matching(
+            variable_name(variable), self.exclude_from_parameter_scale)
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        gradient = ops.cast(gradient, dtype)
+        slots = self._slots[self._get_variable_index(variable)]
+        beta2 = ops.cast(self.beta2, dtype)
+        g2 = ops.square(gradient) + self.epsilon1
+        factored = self.factored_shape(tuple(variable.shape))
+        if factored is None:
+            v_t = beta2 * slots["v"] + (1.0 - beta2) * g2
+            self.assign(slots["v"], v_t)
+        else:
+            _, axis1, _, axis2 = factored
+            vr_t = beta2 * slots["vr"] + (1.0 - beta2) * ops.mean(g2, axis=axis1, keepdims=True)
+            vc_t = beta2 * slots["vc"] + (1.0 - beta2) * ops.mean(g2, axis=axis2, keepdims=True)
+            self.assign(slots["vr"], vr_t)
+            self.assign(slots["vc"], vc_t)
+            v_t = vr_t * vc_t / ops.mean(vr_t, axis=axis2, keepdims=True)
+        u = gradient / ops.sqrt(v_t + self.epsilon1)
+        if self.clipping_threshold is not None:
+            u = u / ops.maximum(1.0, _root_mean_square(u) / self.clipping_threshold)
+        if self.beta1 > 0.0:
+            u = self.beta1 * slots["m"] + (1.0 - self.beta1) * u
+            self.assign(slots["m"], u)
+        if self._do_parameter_scale(variable):
+            u = u * ops.maximum(_root_mean_square(variable), self.epsilon2)
+        self.assign_sub(variable, lr * u)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(learning_rate=self._adafactor_lr, beta1=self.beta1, beta2=self._beta2,
+                      epsilon1=self.epsilon1, epsilon2=self.epsilon2,
+                      multiply_by_parameter_scale=self.multiply_by_parameter_scale,
+                      clipping_threshold=self.clipping_threshold,
+                      min_dim_size_to_factor=self.min_dim_size_to_factor,
+                      exclude_from_parameter_scale=self.exclude_from_parameter_scale)
+        return config
+
+
+AdaFactorBase = AdaFactorV1 = AdaFactorV2 = AdaFactor
+
+
+def _extend_with_update_transform(BaseOptimizer, name, argument, default, selects, transform):
+    """A subclass of ``BaseOptimizer`` that rewrites the whole update of each selected variable,
+    as bert4keras' ``K.update`` hooks did: ``transform(self, old, new, grad) -> value`` sees the
+    value before the update (before weight decay too) and the one the base optimizer (and the
+    extensions below this one) produced. ``selects(self, variable)`` picks the variables."""
+
+    class NewOptimizer(BaseOptimizer):
+        def __init__(self, *args, **kwargs):
+            value = kwargs.pop(argument, None)
+            super().__init__(*args, **kwargs)
+            _set_untracked(self, argument, list(default if value is None else value))
+            _set_untracked(self, "_" + argument + "_old", {})
+
+        def _selected(self, variable):
+            return selects(self, variable)
+
+        def _backend_apply_gradients(self, grads, trainable_variables):
+            # snapshot before weight decay (Keras applies it inside, before the update step)
+            old = {id(v): ops.copy(v.value) for v in trainable_variables if self._selected(v)}
+            _set_untracked(self, "_" + argument + "_old", old)
+            try:
+                super()._backend_apply_gradients(grads, trainable_variables)
+            finally:
+                _set_untracked(self, "_" + argument + "_old", {})
+
+        def _backend_update_step(self, grads, trainable_variables, learning_rate):
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+            old = self.__dict__["_" + argument + "_old"]
+            for grad, variable in zip(grads, trainable_variables):
+                if id(variable) in old:
+                    variable.assign(transform(self, old[id(variable)], variable.value, grad))
+
+        def get_config(self):
+            config = super().get_config()
+            config[argument] = list(getattr(self, argument))
+            return config
+
+    return _register(NewOptimizer, name)
+
+
+def _layer_adaptation(self, old, new, grad):
+    # LAMB's trust ratio on the whole update: step = dx * ||w|| / ||dx / lr||
+    dx = new - old
+    lr = ops.maximum(ops.cast(self._get_current_learning_rate(), old.dtype), keras.config.epsilon())
+    x_norm = ops.sqrt(ops.sum(ops.square(old)))
+    g_norm = ops.sqrt(ops.sum(ops.square(dx / lr)))
+    ratio = ops.where(ops.logical_and(x_norm > 0.0, g_norm > 0.0), x_norm / ops.maximum(g_norm, 1e-30), 1.0)
+    return old + dx * ratio
+
+
+def extend_with_layer_adaptation(BaseOptimizer, name=None):
+    """A subclass of ``BaseOptimizer`` with layer-wise adaptation (LAMB, You et al. 2019,
+    https://arxiv.org/abs/1904.00962), as bert4keras: each variable's whole update ``dx``
+    (gradient step and weight decay) is rescaled to ``dx * ||w|| / ||dx / lr||`` (unchanged
+    when either norm is 0). New argument: ``exclude_from_layer_adaptation=[]`` (regular
+    expressions searched in variable paths)."""
+    return _extend_with_update_transform(
+        BaseOptimizer, name or f"{BaseOptimizer.__name__}WithLayerAdaptation",
+        "exclude_from_layer_adaptation", (),
+        lambda self, v: not string_matching(variable_name(v), self.exclude_from_layer_adaptation),
+        _layer_adaptation)
+
+
+def _lazy_update(self, old, new, grad):
+    # rows (along the last axis) whose gradient is all zero keep their value
+    touched = ops.any(ops.not_equal(grad, 0.0), axis=-1, keepdims=True)
+    return old + (new - old) * ops.cast(touched, old.dtype)
+
+
+def extend_with_lazy_optimization(BaseOptimizer, name=None):
+    """A subclass of ``BaseOptimizer`` that updates the selected variables only where the
+    gradient is non-zero: a row (last axis) with an all-zero gradient keeps its value --
+    embedding rows of tokens absent from the batch stay put, despite Adam's momentum or weight
+    decay. New argument: ``include_in_lazy_optimization=[]`` (regular expressions searched in
+    variable paths, e.g. ``['Embedding']``)."""
+    return _extend_with_update_transform(
+        BaseOptimizer, name or f"{BaseOptimizer.__name__}WithLazyOptimization",
+        "include_in_lazy_optimization", (),
+        lambda self, v: string_matching(variable_name(v), self.include_in_lazy_optimization),
+        _lazy_update)
+
+
+def export_to_custom_objects(base_extend_with):
+    """bert4keras' decorator registering an ``extend_with_*`` result as a Keras custom object
+    (every ``extend_with_*`` here already does)."""
+    def new_extend_with(BaseOptimizer, name=None):
+        new = base_extend_with(BaseOptimizer)
+        return _register(new, name or new.__name__)
+
+    return new_extend_with
+
+
+# bert4keras' "_v2" names were its tf.keras implementations of the same updates
+extend_with_weight_decay_v2 = extend_with_weight_decay
+extend_with_layer_adaptation_v2 = extend_with_layer_adaptation
+extend_with_piecewise_linear_lr_v2 = extend_with_piecewise_linear_lr
+extend_with_gradient_accumulation_v2 = extend_with_gradient_accumulation
+extend_with_lookahead_v2 = extend_with_lookahead
+extend_with_lazy_optimization_v2 = extend_with_lazy_optimization
+extend_with_exponential_moving_average_v2 = extend_with_exponential_moving_average
+extend_with_parameter_wise_lr_v2 = extend_with_parameter_wise_lr
+
+
 __all__ = [
+    "AdaFactor", "AdaFactorBase", "AdaFactorV1", "AdaFactorV2", "Adam", "LionV2", "export_to_custom_objects",
+    "extend_with_layer_adaptation", "extend_with_lazy_optimization", "string_matching",
+    "extend_with_weight_decay_v2", "extend_with_layer_adaptation_v2", "extend_with_piecewise_linear_lr_v2",
+    "extend_with_gradient_accumulation_v2", "extend_with_lookahead_v2", "extend_with_lazy_optimization_v2",
+    "extend_with_exponential_moving_average_v2", "extend_with_parameter_wise_lr_v2",
     "AdamW", "DEFAULT_WEIGHT_DECAY_EXCLUDE", "Lion", "Lookahead", "PiecewiseLinear", "apply_ema_weights",
     "exclude_from_weight_decay", "extend_with_exponential_moving_average",
     "extend_with_gradient_accumulation", "extend_with_gradient_transform", "extend_with_lookahead",

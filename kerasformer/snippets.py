@@ -20,9 +20,14 @@ Differences from bert4keras are deliberate and small:
 """
 
 import builtins
+import functools
 import json
 import os
 import queue as _queue
+import re
+import types
+import unicodedata
+from collections import defaultdict
 
 import numpy as np
 
@@ -561,6 +566,256 @@ class ViterbiDecoder:
 
 
 __all__.append("ViterbiDecoder")
+
+
+# ------------------------------------------------------------- bert4keras' small helpers
+
+def strQ2B(ustring):  # noqa: N802 - bert4keras' name
+    """Full-width characters to their half-width forms (U+3000 -> space, U+FF01..U+FF5E ->
+    U+0021..U+007E); everything else unchanged."""
+    chars = []
+    for char in ustring:
+        code = ord(char)
+        if code == 12288:
+            code = 32
+        elif 65281 <= code <= 65374:
+            code -= 65248
+        chars.append(chr(code))
+    return "".join(chars)
+
+
+def string_matching(s, keywords):
+    """True if any of the regular expressions ``keywords`` occurs in ``s`` (``re.search``)."""
+    return any(re.search(k, s) for k in keywords or ())
+
+
+def convert_to_unicode(text, encoding="utf-8", errors="ignore"):
+    """``bytes`` decoded to ``str``; anything else returned as is."""
+    if isinstance(text, bytes):
+        text = text.decode(encoding, errors=errors)
+    return text
+
+
+convert_to_str = convert_to_unicode  # the same on Python 3
+
+
+def lowercase_and_normalize(text):
+    """Lower case, NFD, combining marks (category Mn) removed."""
+    text = unicodedata.normalize("NFD", text.lower())
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Mn")
+
+
+def is_one_of(x, ys):
+    """``x in ys`` by identity (``in`` compares tensors element-wise)."""
+    return any(x is y for y in ys)
+
+
+def softmax(x, axis=-1):
+    """NumPy softmax."""
+    x = x - x.max(axis=axis, keepdims=True)
+    x = np.exp(x)
+    return x / x.sum(axis=axis, keepdims=True)
+
+
+def insert_arguments(**arguments):
+    """Decorator for ``__init__``: adds keyword arguments with defaults, each popped from the
+    call and set as an attribute of ``self`` before ``__init__`` runs."""
+    def decorator(func):
+        @functools.wraps(func)
+        def new_func(self, *args, **kwargs):
+            for key, value in arguments.items():
+                setattr(self, key, kwargs.pop(key, value))
+            return func(self, *args, **kwargs)
+
+        return new_func
+
+    return decorator
+
+
+def delete_arguments(*arguments):
+    """Decorator for ``__init__``: passing any of ``arguments`` is a ``TypeError``."""
+    def decorator(func):
+        @functools.wraps(func)
+        def new_func(self, *args, **kwargs):
+            for key in arguments:
+                if key in kwargs:
+                    raise TypeError(f"{type(self).__name__} got an unexpected keyword argument '{key}'")
+            return func(self, *args, **kwargs)
+
+        return new_func
+
+    return decorator
+
+
+def longest_common_substring(source, target):
+    """Longest common contiguous slice: ``(length, (i0, i1, j0, j1))`` with
+    ``source[i0:i1] == target[j0:j1]``; the first such span found (bert4keras' scan order)."""
+    table, best, span = {}, 0, (0, 0, 0, 0)
+    for i, si in enumerate(source, 1):
+        for j, tj in enumerate(target, 1):
+            if si == tj:
+                table[i, j] = table.get((i - 1, j - 1), 0) + 1
+                if table[i, j] > best:
+                    best = table[i, j]
+                    span = (i - best, i, j - best, j)
+    return best, span
+
+
+def longest_common_subsequence(source, target):
+    """Longest common (non-contiguous) subsequence: ``(length, [(i, j), ...])``, the index
+    pairs of one such subsequence (bert4keras' tie-breaking), in order."""
+    c = defaultdict(int)
+    for i, si in enumerate(source, 1):
+        for j, tj in enumerate(target, 1):
+            if si == tj:
+                c[i, j] = c[i - 1, j - 1] + 1
+            elif c[i, j - 1] > c[i - 1, j]:
+                c[i, j] = c[i, j - 1]
+            else:
+                c[i, j] = c[i - 1, j]
+    length, mapping = c[len(source), len(target)], []
+    i, j = len(source) - 1, len(target) - 1
+    while len(mapping) < length:
+        if source[i] == target[j]:
+            mapping.append((i, j))
+            i, j = i - 1, j - 1
+        elif c[i + 1, j] > c[i, j + 1]:
+            j -= 1
+        else:
+            i -= 1
+    return length, mapping[::-1]
+
+
+def orthogonally_resize(a, new_shape, window=2):
+    """Resize a weight array to ``new_shape`` keeping it roughly orthogonal (bert4keras): an
+    axis that grows repeats blocks of ``window`` entries, every axis is cut to its new size,
+    and the result is rescaled to ``a``'s Frobenius norm."""
+    if a.ndim != len(new_shape):
+        raise KerasformerError(f"orthogonally_resize: {a.ndim}-d array, {len(new_shape)}-d new shape")
+    norm, w = np.linalg.norm(a), window
+    slices = []
+    for i, (d1, d2) in enumerate(zip(a.shape, new_shape)):
+        if d1 != d2:
+            k = d2 // d1 + int(d2 % d1 != 0)
+            if k > 1:
+                if d1 % w:
+                    raise KerasformerError(f"orthogonally_resize: axis {i} ({d1}) is not a multiple of window={w}")
+                a = a.reshape(a.shape[:i] + (d1 // w, w) + a.shape[i + 1:])
+                a = np.repeat(a, k, axis=i)
+                a = a.reshape(a.shape[:i] + (d1 * k,) + a.shape[i + 2:])
+        slices.append(np.s_[:d2])
+    a = a[tuple(slices)]
+    return a / np.linalg.norm(a) * norm
+
+
+class WebServing:
+    """A tiny JSON web API around Python functions, on the standard library's ``http.server``
+    (bert4keras used bottle)::
+
+        web = WebServing(port=8864)
+        web.route('/gen_synonyms', gen_synonyms, {'text': (None, True), 'n': (int, False)})
+        web.start()   # http://127.0.0.1:8864/gen_synonyms?text=...
+
+    ``arguments`` maps each parameter name to ``(converter or None, required)``; GET reads the
+    query string, POST a form-encoded body. Every answer is
+    ``{"code": 0, "desc": "succeeded", "data": func(**kwargs)}``; code 1 means a required
+    argument is missing, code 2 that ``func`` raised (``desc``: the error, cut to 500
+    characters). Requests are served one at a time (models need not be thread-safe); bodies
+    over ``max_body_bytes`` are refused. ``server`` is accepted for compatibility and ignored.
+    For testing only, as bert4keras says: no authentication, no TLS.
+    """
+
+    def __init__(self, host="0.0.0.0", port=8000, server=None, max_body_bytes=1 << 20):
+        self.host = host
+        self.port = port
+        self.server = server
+        self.max_body_bytes = max_body_bytes
+        self.routes = {}
+
+    def wraps(self, func, arguments, method="GET"):
+        """``func`` as a handler: ``handler(params) -> JSON text``, ``params`` a dict of strings."""
+        def handler(params):
+            outputs = {"code": 0, "desc": "succeeded", "data": {}}
+            kwargs = {}
+            for key, (convert, required) in arguments.items():
+                value = params.get(key)
+                if value is None:
+                    if required:
+                        outputs.update(code=1, desc=f'lack of "{key}" argument')
+                        return json.dumps(outputs, ensure_ascii=False)
+                else:
+                    kwargs[key] = convert(value) if convert is not None else value
+            try:
+                outputs["data"] = func(**kwargs)
+            except Exception as e:  # noqa: BLE001 - reported to the client, as bert4keras
+                outputs.update(code=2, desc=str(e)[:500])
+            return json.dumps(outputs, ensure_ascii=False)
+
+        return handler
+
+    def route(self, path, func, arguments, method="GET"):
+        """Serve ``func`` at ``path`` for ``method`` ('GET' or 'POST')."""
+        method = method.upper()
+        if method not in ("GET", "POST"):
+            raise KerasformerError(f"WebServing.route: method must be GET or POST, got {method[:10]!r}")
+        self.routes[method, path] = self.wraps(func, arguments, method)
+
+    def make_server(self):
+        """The ``http.server.HTTPServer`` (not started); ``server_address`` has the real port."""
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+        from urllib.parse import parse_qs, urlsplit
+
+        routes, limit = self.routes, self.max_body_bytes
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, status, body):
+                data = body.encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _serve(self, method):
+                url = urlsplit(self.path)
+                handler = routes.get((method, url.path))
+                if handler is None:
+                    return self._answer(404, json.dumps({"code": 404, "desc": "not found"}))
+                if method == "GET":
+                    query = url.query
+                else:
+                    size = int(self.headers.get("Content-Length") or 0)
+                    if size > limit:
+                        return self._answer(413, json.dumps({"code": 413, "desc": "request too large"}))
+                    query = self.rfile.read(size).decode("utf-8", errors="replace")
+                params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
+                return self._answer(200, handler(params))
+
+            def do_GET(self):  # noqa: N802 - http.server's name
+                self._serve("GET")
+
+            def do_POST(self):  # noqa: N802
+                self._serve("POST")
+
+            def log_message(self, format, *args):  # noqa: A002 - quiet
+                pass
+
+        return HTTPServer((self.host, self.port), Handler)
+
+    def start(self):
+        """Serve until interrupted."""
+        server = self.make_server()
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
+
+
+uniout = types.ModuleType("uniout", "bert4keras' Python 2 printing fix: nothing to do on Python 3")
+
+__all__ += ["strQ2B", "string_matching", "convert_to_unicode", "convert_to_str", "lowercase_and_normalize",
+            "is_one_of", "softmax", "insert_arguments", "delete_arguments", "longest_common_substring",
+            "longest_common_subsequence", "orthogonally_resize", "WebServing", "uniout", "AutoRegressiveDecoder"]
 
 
 def __getattr__(name):

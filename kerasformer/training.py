@@ -21,12 +21,14 @@ trick                    the step
 adversarial_training     FGM (Miyato et al., 2017; bert4keras' example): ``g`` = gradient of the
                          loss w.r.t. the embedding matrix, ``delta = epsilon * g / (||g|| + 1e-8)``
                          (Frobenius norm of the whole matrix); the update uses the gradients at
-                         the clean embeddings plus those at ``E + delta`` (``accumulate=True``,
-                         Su Jianlin's description) or only the latter (``accumulate=False``, what
-                         bert4keras' Keras example computes). Logged loss: the clean loss.
-gradient_penalty         ``loss + epsilon / 2 * ||d loss / d E||^2`` (Su Jianlin,
-                         https://kexue.fm/archives/7234), differentiated through the inner
-                         gradient (second order). Logged loss: the penalised loss.
+                         ``E + delta`` (default: what bert4keras' example computes, ``g`` from an
+                         inference-mode pass; logged: the perturbed pass) or those plus the
+                         clean ones (``accumulate=True``; logged: the clean pass).
+gradient_penalty         ``loss + epsilon / 2 * ||g||^2`` with ``g`` the gradient w.r.t. each
+                         looked-up token embedding (default, bert4keras' example; Su Jianlin,
+                         https://kexue.fm/archives/7234) or w.r.t. the matrix
+                         (``per_token=False``), differentiated through the inner gradient
+                         (second order). Logged loss: the penalised loss.
 rdrop                    R-Drop (Liang et al., 2021) as bert4keras' ``crossentropy_with_rdrop``:
                          two forward passes with independent dropout, ``(L1 + L2) / 2 + alpha / 4
                          * mean(KL(p1||p2) + KL(p2||p1))``, where ``L1``, ``L2`` are the compiled
@@ -168,31 +170,44 @@ def fgm_perturbation(gradient, epsilon=1.0):
     return epsilon * gradient / (ops.sqrt(ops.sum(ops.square(gradient))) + 1e-8)
 
 
-def adversarial_training(model, embedding_name="Embedding-Token", epsilon=1.0, accumulate=True):
-    """FGM adversarial training on the embedding matrix of ``embedding_name``.
+def adversarial_training(model, embedding_name="Embedding-Token", epsilon=1.0, accumulate=False):
+    """FGM adversarial training on the embedding matrix of ``embedding_name``; the defaults
+    compute what bert4keras' ``task_iflytek_adversarial_training`` example computes.
 
-    Each step: gradients ``G`` and the embedding gradient ``g`` at the current weights;
-    ``delta = epsilon * g / (||g|| + 1e-8)`` added to the embedding matrix; gradients ``G_adv``
-    at the perturbed weights; the matrix is restored (nothing is ever written: the perturbed
-    matrix only exists inside the step) and the optimizer applies ``G + G_adv``
-    (``accumulate=False``: ``G_adv`` alone, as bert4keras' Keras example). Returns the
-    installed :class:`Trick`; ``aux['perturbation']`` is the applied ``delta``.
+    Each step: the embedding gradient ``g`` of the loss; ``delta = epsilon * g / (||g|| + 1e-8)``
+    added to the embedding matrix; gradients ``G_adv`` of the loss at the perturbed weights;
+    the matrix is restored (nothing is ever written: the perturbed matrix only exists inside
+    the step) and the optimizer applies ``G_adv``. As in bert4keras' example, ``g`` comes from
+    an inference-mode pass (its ``K.function`` ran without the learning phase, so dropout was
+    off), and the logged loss and metrics are those of the perturbed pass.
+
+    ``accumulate=True`` (FGM as usually described): ``g`` and ``G`` come from a training-mode
+    pass at the clean weights and the optimizer applies ``G + G_adv``; the clean loss and
+    metrics are logged. Returns the installed :class:`Trick`; ``aux['perturbation']`` is
+    the applied ``delta``.
     """
     _check_compiled(model, "adversarial_training")
     index = embedding_variable_index(model, embedding_name)
     loss_and_grads = backend.value_and_grad(
         lambda t, nt, m, x, y, sw: stateless_loss(model, t, nt, m, x, y, sw), has_aux=True)
+    inference_grads = backend.value_and_grad(
+        lambda t, nt, m, x, y, sw: stateless_loss(model, t, nt, m, x, y, sw, training=False), has_aux=True)
 
     def gradients(trainable, non_trainable, metrics, x, y, sample_weight):
-        (loss, aux), grads = loss_and_grads(trainable, non_trainable, metrics, x, y, sample_weight)
+        clean = loss_and_grads if accumulate else inference_grads
+        (loss, aux), grads = clean(trainable, non_trainable, metrics, x, y, sample_weight)
         delta = ops.cast(fgm_perturbation(grads[index], epsilon), trainable[index].dtype)
         perturbed = list(trainable)
         perturbed[index] = trainable[index] + delta
+        if not accumulate:
+            # the inference pass only gave the direction: state and metrics start from the step's
+            (adv_loss, adv_aux), adv_grads = loss_and_grads(perturbed, non_trainable, metrics, x, y,
+                                                            sample_weight)
+            return adv_grads, {**adv_aux, "loss": adv_loss, "perturbation": delta}
         # the metric variables of the clean pass are kept (the second pass would count twice)
         (_, adv_aux), adv_grads = loss_and_grads(perturbed, aux["non_trainable"], metrics, x, y,
                                                  sample_weight)
-        if accumulate:
-            adv_grads = [g + a for g, a in zip(grads, adv_grads)]
+        adv_grads = [g + a for g, a in zip(grads, adv_grads)]
         return adv_grads, {**aux, "loss": loss, "non_trainable": adv_aux["non_trainable"],
                            "perturbation": delta}
 
@@ -203,21 +218,91 @@ def adversarial_training(model, embedding_name="Embedding-Token", epsilon=1.0, a
 
 # ------------------------------------------------------------------- gradient penalty
 
-def gradient_penalty(model, epsilon=1.0, embedding_name="Embedding-Token"):
-    """Train on ``loss + epsilon / 2 * ||d loss / d E||^2`` with ``E`` the embedding matrix
-    of ``embedding_name`` (bert4keras' ``loss_with_gradient_penalty`` with ``epsilon=1``).
-    The penalty is differentiated exactly (a gradient of a gradient); ``aux['penalty']`` holds
-    its value. Returns the installed :class:`Trick`."""
+class _EmbeddingProbe:
+    """While active, ``layer``'s lookups (``mode='embedding'``) return ``lookup + probe``: the
+    gradient with respect to ``probe`` is then the gradient with respect to each looked-up
+    vector, one row per token of the batch (bert4keras' ``IndexedSlices.values``)."""
+
+    def __init__(self, layer, probe):
+        self.layer, self.probe, self.used = layer, probe, False
+
+    def __enter__(self):
+        self.previous = self.layer.__dict__.get("call")
+        original = self.layer.call
+
+        def call(inputs, *args, **kwargs):
+            out = original(inputs, *args, **kwargs)
+            if args or kwargs.get("mode", "embedding") != "embedding":
+                return out  # the tied output projection (mode='dense') is not a lookup
+            if self.used:
+                raise KerasformerError(f"gradient_penalty: layer {self.layer.name!r} looks up tokens "
+                                       "more than once per step; use per_token=False")
+            self.used = True
+            return out + ops.cast(self.probe, out.dtype)
+
+        self.layer.__dict__["call"] = call  # an instance attribute, not tracked by Keras
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is None:
+            self.layer.__dict__.pop("call", None)
+        else:
+            self.layer.__dict__["call"] = self.previous
+
+
+def _embedding_input(model, layer):
+    """Index of the model input (in ``keras.tree.flatten`` order) that ``layer`` looks up."""
+    nodes = getattr(layer, "_inbound_nodes", [])
+    inputs = keras.tree.flatten(model.inputs)
+    if len(nodes) == 1 and nodes[0].input_tensors:
+        source = nodes[0].input_tensors[0]
+        for i, tensor in enumerate(inputs):
+            if tensor is source:
+                return i
+    raise KerasformerError(
+        f"gradient_penalty: layer {layer.name!r} does not look up one of the model's inputs directly "
+        "(once); per-token gradients need that. Use gradient_penalty(..., per_token=False) to "
+        "penalise the gradient of the whole embedding matrix instead")
+
+
+def gradient_penalty(model, epsilon=1.0, embedding_name="Embedding-Token", per_token=True):
+    """Train on ``loss + epsilon / 2 * ||g||^2``, the penalty differentiated exactly (a gradient
+    of a gradient); the defaults compute bert4keras' ``task_iflytek_gradient_penalty`` example
+    (``loss_with_gradient_penalty``, epsilon 1).
+
+    ``per_token=True`` (bert4keras): ``g`` is the gradient with respect to every looked-up
+    embedding vector of the batch -- ``K.gradients(loss, [embeddings])[0].values``, one row
+    per token, so a token occurring twice contributes two squared norms (Su Jianlin,
+    https://kexue.fm/archives/7234: the gradient with respect to the input embeddings). The
+    layer ``embedding_name`` must look up a model input directly. ``per_token=False``: ``g``
+    is the gradient of the embedding matrix (rows of repeated tokens summed first).
+    ``aux['penalty']`` holds ``||g||^2``. Returns the installed :class:`Trick`."""
     _check_compiled(model, "gradient_penalty")
     index = embedding_variable_index(model, embedding_name)
+    if per_token:
+        layer = _find_layer(model, embedding_name)
+        if layer is None:
+            raise KerasformerError(f"gradient_penalty(per_token=True) needs a layer called {embedding_name!r}")
+        position = _embedding_input(model, layer)
+        dim = model.trainable_variables[index].shape[-1]
 
     def objective(trainable, non_trainable, metrics, x, y, sample_weight):
-        def loss_of_embeddings(values):
-            replaced = list(trainable)
-            replaced[index] = values[0]
-            return stateless_loss(model, replaced, non_trainable, metrics, x, y, sample_weight)
+        if per_token:
+            ids = keras.tree.flatten(x)[position]
 
-        (loss, aux), (g,) = backend.value_and_grad(loss_of_embeddings, has_aux=True)([trainable[index]])
+            def loss_of_lookups(values):
+                with _EmbeddingProbe(layer, values[0]):
+                    return stateless_loss(model, trainable, non_trainable, metrics, x, y, sample_weight)
+
+            probe = ops.zeros(tuple(ops.shape(ids)) + (dim,), dtype="float32")
+            (loss, aux), (g,) = backend.value_and_grad(loss_of_lookups, has_aux=True)([probe])
+        else:
+            def loss_of_embeddings(values):
+                replaced = list(trainable)
+                replaced[index] = values[0]
+                return stateless_loss(model, replaced, non_trainable, metrics, x, y, sample_weight)
+
+            (loss, aux), (g,) = backend.value_and_grad(loss_of_embeddings, has_aux=True)([trainable[index]])
         penalty = 0.5 * epsilon * ops.sum(ops.square(ops.cast(g, "float32")))
         total = ops.cast(loss, "float32") + penalty
         return total, {**aux, "loss": total, "penalty": penalty}
@@ -229,7 +314,7 @@ def gradient_penalty(model, epsilon=1.0, embedding_name="Embedding-Token"):
         return grads, aux
 
     return _install(model, Trick("gradient_penalty", model, gradients, epsilon=epsilon,
-                                 embedding_name=embedding_name))
+                                 embedding_name=embedding_name, per_token=per_token))
 
 
 # ------------------------------------------------------------------------------ R-Drop

@@ -244,7 +244,9 @@ def train_and_evaluate(args, token_dict, keep_tokens, train_data, dev_data, num_
     if args.save_weights:
         if ema:  # save what was evaluated
             optimizer.apply_ema_weights(model)
-        model.save_weights(args.save_weights)
+        from kerasformer import saving
+
+        saving.save_weights(model, args.save_weights)  # atomic: a kill keeps the old file
     return {
         "dev_accuracy": history[-1]["dev_accuracy"],
         "best_epoch": max(history, key=lambda h: h["dev_accuracy"]),

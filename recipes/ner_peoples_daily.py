@@ -297,7 +297,9 @@ def main(argv=None):
     timings = timer.summary()
     timings["train"] = round(timings.pop("train+evaluate") - timings.get("evaluate", 0.0), 2)
     if args.save_weights:
-        model.save_weights(args.save_weights)
+        from kerasformer import saving
+
+        saving.save_weights(model, args.save_weights)  # atomic: a kill keeps the old file
 
     final = history[-1].pop("_scores")
     for h in history:

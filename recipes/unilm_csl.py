@@ -328,7 +328,9 @@ def main(argv=None):
     losses = train(model, batches, args)
     train_seconds = time.time() - t0
     if args.save_weights:
-        model.save_weights(args.save_weights)
+        from kerasformer import saving
+
+        saving.save_weights(model, args.save_weights)  # atomic: a kill keeps the old file
 
     max_prompt = args.maxlen - args.title_maxlen
     prompts = [tokenizer.encode(abstract, maxlen=max_prompt)[0] for abstract, _ in test_pairs]

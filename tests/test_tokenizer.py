@@ -375,8 +375,30 @@ def test_pickle_round_trip(minilm):
 
 
 def test_is_control_matches_unicodedata():
-    for ch in ["\x00", "\x1f", "\u200b", "\ue000", "\U000e0001"]:
-        assert Tokenizer._is_control(ch) == (unicodedata.category(ch)[0] == "C")
+    for ch in ["\x00", "\x1f", "\u200b", "\ue000", "\U000e0001", "\ud800"]:
+        assert Tokenizer._is_control(ch)
+    for ch in ["\u0378", "\U000e0080", "\U0010fffe", "a", "\t"]:  # Cn (unassigned), letters, tab
+        assert not Tokenizer._is_control(ch)
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_unassigned_code_points_match_bert_tokenizer_fast(lower):
+    """Deliberate choice (issue 11): unassigned (Cn) code points are kept, so their word is
+    [UNK], as in BertTokenizerFast (and bert4keras); HF's slow tokenizer deletes them."""
+    import random
+
+    rng = random.Random(7)
+    unassigned = [chr(cp) for cp in range(0x300, 0x110000, 97)
+                  if not 0xD800 <= cp < 0xE000 and unicodedata.category(chr(cp)) == "Cn"]
+    tokenizer = Tokenizer(MINILM_VOCAB, do_lower_case=lower)
+    _, fast = hf_pair(MINILM_VOCAB, lower)
+    for _ in range(200):
+        words = [rng.choice(["hello", "world", "the", "中", "a"]) for _ in range(rng.randint(1, 5))]
+        pos = rng.randrange(len(words))
+        words[pos] = rng.choice(["", words[pos]]) + rng.choice(unassigned)
+        text = rng.choice([" ", ""]).join(words)
+        assert tokenizer.encode(text)[0] == fast(text)["input_ids"], ascii(text)
+    assert tokenizer.encode("a\u0378b")[0] == [101, 100, 102]  # one [UNK], not 'ab'
 
 
 def _stable_char_pool():

@@ -87,16 +87,30 @@ def test_fgm_perturbation_is_epsilon_along_the_gradient(accumulate):
     delta = backend.to_numpy(aux["perturbation"]).astype("float64")
     assert np.linalg.norm(delta) == pytest.approx(0.7, rel=1e-5)
     np.testing.assert_allclose(delta, 0.7 * g_E / np.linalg.norm(g_E), atol=1e-6)
-    assert float(aux["loss"]) == pytest.approx(loss, rel=1e-5)  # the clean loss is logged
-
     # the update: gradients at E + delta (plus those at E when accumulating), for every weight
-    _, adversarial = numpy_loss_and_grads(E + delta, W, b, ids, labels)
+    adversarial_loss, adversarial = numpy_loss_and_grads(E + delta, W, b, ids, labels)
+    # logged: the clean loss when accumulating, else the perturbed one (bert4keras' example)
+    assert float(aux["loss"]) == pytest.approx(loss if accumulate else adversarial_loss, rel=1e-5)
     _, clean = numpy_loss_and_grads(E, W, b, ids, labels)
     expected = [a + c for a, c in zip(adversarial, clean)] if accumulate else adversarial
     for got, want in zip(grads, expected):
         np.testing.assert_allclose(backend.to_numpy(got), want, atol=1e-6)
     # nothing was written into the model
     np.testing.assert_array_equal(weights(model)[0], E)
+
+
+def test_fgm_defaults_are_bert4keras_example():
+    """bert4keras' example: delta from an inference-mode gradient (its K.function ran without
+    the learning phase: dropout off), the update from the perturbed training pass alone."""
+    model = toy_model(dropout=0.5)
+    trick = training.adversarial_training(model, "Embedding-Token", epsilon=0.5)
+    assert trick.settings == {"embedding_name": "Embedding-Token", "epsilon": 0.5, "accumulate": False}
+    ids, labels = toy_data()
+    E, W, b = weights(model)
+    _, aux = run(trick, ids, labels)
+    _, (g_E, _, _) = numpy_loss_and_grads(E, W, b, ids, labels)  # no dropout: inference mode
+    delta = backend.to_numpy(aux["perturbation"]).astype("float64")
+    np.testing.assert_allclose(delta, 0.5 * g_E / (np.linalg.norm(g_E) + 1e-8), atol=1e-6)
 
 
 def test_fgm_needs_a_compiled_model_and_a_real_embedding():
@@ -110,21 +124,36 @@ def test_fgm_needs_a_compiled_model_and_a_real_embedding():
 
 # ---------------------------------------------------------------------- gradient penalty
 
-def test_gradient_penalty_value_and_second_order_gradient():
+@pytest.mark.parametrize("per_token", [True, False])
+def test_gradient_penalty_value_and_second_order_gradient(per_token):
     model = toy_model()
-    trick = training.gradient_penalty(model, epsilon=2.0)
+    trick = training.gradient_penalty(model, epsilon=2.0, per_token=per_token)
     ids, labels = toy_data()
     E, W, b = weights(model)
 
     def objective(E, W, b):
         loss, (g_E, _, _) = numpy_loss_and_grads(E, W, b, ids, labels)
-        return loss + 2.0 / 2 * np.sum(g_E ** 2), np.sum(g_E ** 2)
+        if per_token:
+            # bert4keras' K.gradients(loss, [embeddings])[0].values: one gradient per looked-up
+            # token, d loss / d E[ids[n, t]] = dh[n] / length (repeated tokens not summed)
+            h = E[ids].mean(axis=1)
+            z = h @ W + b
+            p = np.exp(z - z.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            p[np.arange(len(ids)), labels] -= 1
+            dh = p / len(ids) @ W.T
+            squared = np.sum(dh ** 2) * LENGTH / LENGTH ** 2
+        else:
+            squared = np.sum(g_E ** 2)
+        return loss + 2.0 / 2 * squared, squared
 
     grads, aux = run(trick, ids, labels)
     total, squared_norm = objective(E, W, b)
     assert float(aux["penalty"]) == pytest.approx(squared_norm, rel=1e-4)
     assert float(aux["loss"]) == pytest.approx(total, rel=1e-5)
     assert squared_norm > 1e-4  # the penalty really weighs in this check
+    if per_token:  # the two forms differ here (tokens repeat in the batch)
+        assert abs(objective(E, W, b)[1] - np.sum(numpy_loss_and_grads(E, W, b, ids, labels)[1][0] ** 2)) > 1e-4
 
     # central differences of the float64 closed form, for W, b and the used embedding rows
     params = [E, W, b]
@@ -140,6 +169,18 @@ def test_gradient_penalty_value_and_second_order_gradient():
             down[which][index] -= 1e-5
             numeric = (objective(*up)[0] - objective(*down)[0]) / 2e-5
             assert got[index] == pytest.approx(numeric, abs=2e-5), (which, index)
+
+
+def test_gradient_penalty_per_token_needs_a_direct_lookup():
+    ids = keras.Input((LENGTH,), dtype="int32")
+    shifted = keras.layers.Lambda(lambda t: t + 0)(ids)
+    x = keras.layers.Embedding(VOCAB, DIM, name="Embedding-Token")(shifted)
+    out = keras.layers.Dense(CLASSES, activation="softmax")(keras.layers.GlobalAveragePooling1D()(x))
+    model = keras.Model(ids, out)
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="sgd")
+    with pytest.raises(KerasformerError, match="per_token=False"):
+        training.gradient_penalty(model)
+    training.gradient_penalty(model, per_token=False)
 
 
 # -------------------------------------------------------------------------------- R-Drop

@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections.abc
 import glob
 import json
+import math
 import os
 import re
 import struct
@@ -34,7 +35,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from kerasformer.checkpoints.torch_pickle import TorchBinReader, atomic_write
-from kerasformer.errors import CheckpointError, KerasformerError
+from kerasformer.errors import CheckpointError, KerasformerError, brief
 
 __all__ = ["CheckpointTensors", "open_checkpoint", "save_safetensors"]
 
@@ -88,31 +89,43 @@ class _SafetensorsFile:
                         f"{path} is truncated or corrupt (its header claims {n} bytes, the file "
                         f"has {file_size})")
                 header = json.loads(fh.read(n))
+        except KerasformerError:
+            raise
         except FileNotFoundError:
             raise CheckpointError(f"{path}: no such file") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{path} is truncated or corrupt (header is not JSON: {exc})") from None
+        except (ValueError, RecursionError) as exc:  # bad UTF-8 / JSON, 100k-deep nesting, huge ints
+            raise CheckpointError(f"{path} is truncated or corrupt (header is not JSON: "
+                                  f"{str(exc)[:200]})") from None
         except OSError as exc:
             raise CheckpointError(f"{path}: cannot read it ({exc})") from None
         if not isinstance(header, dict):
             raise CheckpointError(f"{path} is truncated or corrupt (header is not a JSON object)")
         self.metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(self.metadata, dict):
+            raise CheckpointError(f"{path} is truncated or corrupt (__metadata__ is not a JSON "
+                                  "object)")
         self._data_start = 8 + n
         self._entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
         data_end = 0
         for name, info in header.items():
             try:
-                dtype = info["dtype"]
-                shape = tuple(int(d) for d in info["shape"])
-                begin, end = (int(v) for v in info["data_offsets"])
-                if not isinstance(dtype, str) or min(shape, default=0) < 0 or not 0 <= begin <= end:
-                    raise ValueError(f"dtype {dtype!r}, shape {shape}, offsets {begin}..{end}")
+                dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+                # exact JSON integers only: int(1.5) or int(true) would silently accept nonsense
+                if (not isinstance(dtype, str) or not isinstance(shape, list)
+                        or not isinstance(offsets, list) or len(offsets) != 2
+                        or not all(_is_count(v) for v in shape + offsets)):
+                    raise ValueError(f"dtype {brief(dtype)}, shape {brief(shape)}, "
+                                     f"data_offsets {brief(offsets)}")
+                shape, (begin, end) = tuple(shape), offsets
+                if begin > end:
+                    raise ValueError(f"data_offsets {begin}..{end} run backwards")
                 itemsize = _SAFETENSORS_ITEMSIZE.get(dtype)  # unknown dtypes fail on read only
-                if itemsize and end - begin != itemsize * int(np.prod(shape, dtype=np.int64)):
-                    raise ValueError(f"data_offsets {begin}..{end} do not fit shape {shape}")
+                if itemsize and end - begin != itemsize * math.prod(shape):
+                    raise ValueError(f"data_offsets {begin}..{end} do not fit shape {brief(shape)}")
             except (KeyError, TypeError, ValueError) as exc:
                 raise CheckpointError(
-                    f"{path} is truncated or corrupt (bad header entry {name!r}: {exc})") from None
+                    f"{path} is truncated or corrupt (bad header entry {brief(name)}: "
+                    f"{str(exc)[:200]})") from None
             self._entries[name] = (dtype, shape, begin, end)
             data_end = max(data_end, end)
         if self._data_start + data_end > file_size:
@@ -194,6 +207,10 @@ class _TorchFile:
         self._reader.close()
 
 
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 def _open_tf(prefix: str):
     # Imported here so this module works (for the other formats) without tf_bundle.
     from kerasformer.checkpoints.tf_bundle import TFCheckpointReader
@@ -245,7 +262,16 @@ class CheckpointTensors(collections.abc.Mapping):
         return source
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self._source(name).get(name)
+        source = self._source(name)
+        try:
+            return source.get(name)
+        except KerasformerError:
+            raise
+        except Exception as exc:
+            # whatever a forged file provokes in a reader, the user gets file + entry
+            raise CheckpointError(f"{self._where[name]}: cannot read tensor {brief(name)}: "
+                                  f"truncated or corrupt ({type(exc).__name__}: "
+                                  f"{str(exc)[:200]})") from None
 
     def shape(self, name: str) -> tuple[int, ...]:
         """The tensor's shape, read from the header / index / pickle only."""
@@ -352,24 +378,27 @@ def _open_index(user_path: str, index_path: str) -> CheckpointTensors:
             index = json.load(fh)
     except FileNotFoundError:
         raise CheckpointError(f"{index_path}: no such file") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{index_path} is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 / JSON, 100k-deep nesting, huge ints
+        raise CheckpointError(f"{index_path} is not valid JSON ({str(exc)[:200]})") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
         raise CheckpointError(f"{index_path} has no 'weight_map' of tensor name -> shard file")
+    if not weight_map:
+        raise CheckpointError(f"{index_path} has an empty 'weight_map': it names no tensor and "
+                              "no shard file")
     directory = os.path.dirname(os.path.abspath(index_path))
     shards: dict[str, str] = {}
     for shard in dict.fromkeys(weight_map.values()):
         # Shards live next to the index; a name reaching elsewhere is a broken (or hostile) index.
         norm = os.path.normpath(shard)
         if os.path.isabs(norm) or norm.split(os.sep)[0] == os.pardir:
-            raise CheckpointError(f"{index_path} names shard {shard!r} outside its directory")
+            raise CheckpointError(f"{index_path} names shard {brief(shard)} outside its directory")
         shards[shard] = os.path.join(directory, norm)
     missing = [s for s, p in shards.items() if not os.path.isfile(p)]
     if missing:
         raise CheckpointError(
-            f"{index_path} lists shard files that are missing: {', '.join(missing[:5])}"
+            f"{index_path} lists shard files that are missing: {brief(missing)}"
             + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
     kinds = {}
     for shard, full in shards.items():

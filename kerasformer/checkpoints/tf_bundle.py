@@ -27,14 +27,15 @@ numpy object array of ``bytes``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 import os
 import struct
-import uuid
 
 import numpy as np
 
-from kerasformer.errors import CheckpointError
+from kerasformer.errors import CheckpointError, KerasformerError, brief
 
 __all__ = [
     "TFCheckpointReader",
@@ -668,12 +669,12 @@ def _parse_entry(buf) -> _Entry:
     return e
 
 
-def _encode_entry(dtype: int, shape, offset: int, size: int, crc: int) -> bytes:
+def _encode_entry(dtype: int, shape, offset: int, size: int, crc: int, shard: int = 0) -> bytes:
     shape_pb = b"".join(_pb_bytes(2, _pb_varint(1, d)) for d in shape)
     return (
         _pb_varint(1, dtype)
         + _pb_bytes(2, shape_pb)
-        + _pb_varint(3, 0)  # shard_id: single shard
+        + _pb_varint(3, shard)  # shard_id
         + _pb_varint(4, offset)
         + _pb_varint(5, size)
         + _pb_fixed32(6, _mask_crc(crc))
@@ -811,9 +812,9 @@ class TFCheckpointReader:
                     self._slice_entries[key] = _parse_entry(value)
                 else:
                     self._entries[key.decode("utf-8", "surrogateescape")] = _parse_entry(value)
-            except _FormatError as exc:
+            except (_FormatError, TypeError, ValueError, OverflowError) as exc:
                 raise CheckpointError(
-                    f"{self.index_path}: entry {key!r} is corrupt: {exc}"
+                    f"{self.index_path}: entry {brief(key)} is corrupt: {str(exc)[:200]}"
                 ) from None
         if header is None:
             raise CheckpointError(f"{self.index_path}: no bundle header (the entry with key '')")
@@ -839,8 +840,8 @@ class TFCheckpointReader:
                             while p < len(v):
                                 x, p = _read_varint(v, p)
                                 bad.append(_signed64(x))
-        except _FormatError as exc:
-            raise CheckpointError(f"{self.index_path}: bundle header is corrupt: {exc}") from None
+        except (_FormatError, TypeError, ValueError, OverflowError) as exc:
+            raise CheckpointError(f"{self.index_path}: bundle header is corrupt: {str(exc)[:200]}") from None
         if num_shards < 1 or endianness not in (0, 1):
             raise CheckpointError(
                 f"{self.index_path}: bad bundle header (num_shards={num_shards}, "
@@ -970,7 +971,7 @@ class TFCheckpointReader:
                 f"{self.index_path}: variable {name!r} has unsupported {_dtype_label(e.dtype)}"
             )
         dt = _DTYPES[e.dtype].newbyteorder(self._byteorder)
-        count = int(np.prod(e.shape, dtype=np.int64))
+        count = math.prod(e.shape)
         if e.size != count * dt.itemsize:
             raise CheckpointError(
                 f"{self.index_path}: entry {name!r} says {e.size} bytes, but shape {e.shape} of "
@@ -997,7 +998,12 @@ class TFCheckpointReader:
     def _decode_strings(self, name: str, e: _Entry) -> np.ndarray:
         # [varint64 len]*n [uint32 masked crc of the lengths] [string bytes]*n.  The checksums
         # cover each length as a fixed uint32 (uint64 when > 4 GiB), not its varint bytes.
-        count = int(np.prod(e.shape, dtype=np.int64))
+        count = math.prod(e.shape)
+        # every string costs at least its one-byte length, so a forged shape is caught here,
+        # before an object array of that many elements is allocated
+        if count > max(e.size, 1 << 16):
+            raise self._corrupt(name, e, f"has shape {brief(e.shape)}: {count} strings cannot fit "
+                                         f"in {e.size} bytes")
         out = np.empty(count, dtype=object)
         if e.size == 0:  # TF itself reads a zero-size string entry as all-empty strings
             out[:] = b""
@@ -1010,6 +1016,8 @@ class TFCheckpointReader:
         try:
             for _ in range(count):
                 n, pos = _read_varint(buf, pos)
+                if n > len(buf):
+                    raise _FormatError("string longer than its entry")
                 lengths.append(n)
                 width = 4 if n <= _U32 else 8
                 crc = crc32c(n.to_bytes(width, order), crc)
@@ -1038,24 +1046,31 @@ class TFCheckpointReader:
         # stored as its own entry under a key made by _slice_key.
         rank = len(e.shape)
         dtype = self.dtype(name)
-        full = np.empty(e.shape, dtype=dtype)
-        covered = np.zeros(e.shape, dtype=bool)
         raw_name = name.encode("utf-8", "surrogateescape")
+        parts = []
         for extents in e.slices:
-            if not extents:
-                extents = [(0, None)] * rank
+            extents = extents or [(0, None)] * rank
             if len(extents) != rank:
                 raise CheckpointError(
-                    f"{self.index_path}: slice of {name!r} has rank {len(extents)}, the "
+                    f"{self.index_path}: slice of {brief(name)} has rank {len(extents)}, the "
                     f"variable has rank {rank}"
                 )
-            key = _slice_key(raw_name, extents)
-            part = self._slice_entries.get(key)
+            part = self._slice_entries.get(_slice_key(raw_name, extents))
             if part is None:
                 raise CheckpointError(
-                    f"{self.index_path}: slice {extents} of partitioned variable {name!r} "
-                    f"is listed but not stored"
+                    f"{self.index_path}: slice {brief(extents)} of partitioned variable "
+                    f"{brief(name)} is listed but not stored"
                 )
+            parts.append((extents, part))
+        # the stored slices (their sizes were checked against the data files) must hold enough
+        # elements to cover the shape, so a forged shape fails before the allocation
+        if math.prod(e.shape) > sum(math.prod(part.shape) for _, part in parts):
+            raise CheckpointError(
+                f"{self.index_path}: the stored slices of {brief(name)} do not cover its shape "
+                f"{brief(e.shape)}")
+        full = np.empty(e.shape, dtype=dtype)
+        covered = np.zeros(e.shape, dtype=bool)
+        for extents, part in parts:
             index = tuple(
                 slice(start, start + length) if length is not None else slice(None)
                 for start, length in extents
@@ -1063,13 +1078,13 @@ class TFCheckpointReader:
             value = self._decode(f"{name}{extents}", part)
             if value.shape != full[index].shape:
                 raise CheckpointError(
-                    f"{self.index_path}: slice {extents} of {name!r} has shape {value.shape}"
+                    f"{self.index_path}: slice {extents} of {brief(name)} has shape {value.shape}"
                 )
             full[index] = value
             covered[index] = True
         if not covered.all():
             raise CheckpointError(
-                f"{self.index_path}: the stored slices of {name!r} do not cover its shape "
+                f"{self.index_path}: the stored slices of {brief(name)} do not cover its shape "
                 f"{e.shape}"
             )
         return full
@@ -1077,9 +1092,16 @@ class TFCheckpointReader:
     def get(self, name) -> np.ndarray:
         """The tensor ``name`` as a numpy array (its crc32c checked when ``verify``)."""
         e = self._entry(name)
-        if e.slices:
-            return self._assemble(name, e)
-        return self._decode(name, e)
+        try:
+            if e.slices:
+                return self._assemble(name, e)
+            return self._decode(name, e)
+        except KerasformerError:
+            raise
+        except (TypeError, ValueError, OverflowError, IndexError) as exc:
+            # a forged entry that slipped past the checks above: still name file and entry
+            raise CheckpointError(f"{self.index_path}: entry {brief(name)} is corrupt "
+                                  f"({type(exc).__name__}: {str(exc)[:200]})") from None
 
     def __getitem__(self, name) -> np.ndarray:
         return self.get(name)
@@ -1168,48 +1190,60 @@ def _serialize(name: str, value) -> tuple[int, tuple[int, ...], list, int]:
 
 
 def write_tf_checkpoint(prefix, tensors) -> None:
-    """Write ``{name: array}`` as a single-shard TensorFlow V2 checkpoint at ``prefix``.
+    """Write ``{name: array}`` as a TensorFlow V2 checkpoint at ``prefix``, atomically.
 
-    Produces ``prefix.index`` and ``prefix.data-00000-of-00001`` that ``tf.train.load_checkpoint``
-    reads.  Both are written to temporary files first and then renamed into place (data first),
-    so readers never see a half-written checkpoint.  Accepts numeric and bool arrays, bytes/str
-    arrays (stored as TF strings) and ``ml_dtypes.bfloat16`` arrays (stored as bfloat16).
+    Produces ``prefix.index`` and one data file that ``tf.train.load_checkpoint`` reads.
+    Accepts numeric and bool arrays, bytes/str arrays (stored as TF strings) and
+    ``ml_dtypes.bfloat16`` arrays (stored as bfloat16).
+
+    Atomic across the two files: the index is the one pointer that is switched.  The data goes
+    to a file the current index does not use -- ``prefix.data-00000-of-00001``, or, when that is
+    the live one, ``prefix.data-00001-of-00002`` under an index saying "2 shards, all data in
+    shard 1" (TF opens only the shards its entries name) -- and only then is the new index
+    renamed over the old one.  A kill at any moment leaves the old or the new checkpoint whole;
+    the old data file is removed after the switch.
     """
     prefix = os.fspath(prefix)
     names = []
     for name in tensors:
         if not isinstance(name, str) or not name:
-            raise CheckpointError(f"checkpoint variable names must be non-empty str, got {name!r}")
+            raise CheckpointError(f"checkpoint variable names must be non-empty str, got {brief(name)}")
         names.append(name)
     names.sort(key=lambda n: n.encode("utf-8"))  # the table is sorted bytewise
 
+    from kerasformer.checkpoints.torch_pickle import atomic_write
+
     directory = os.path.dirname(prefix) or "."
     os.makedirs(directory, exist_ok=True)
-    data_path = _data_filename(prefix, 0, 1)
-    index_path = prefix + ".index"
-    tag = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp_data, tmp_index = data_path + tag, index_path + tag
-    try:
-        items = [(b"", _encode_header(1))]
+    live = _live_num_shards(prefix)
+    num_shards = 2 if live == 1 else 1
+    shard = num_shards - 1
+    items = [(b"", _encode_header(num_shards))]
+    with atomic_write(_data_filename(prefix, shard, num_shards)) as tmp:
         offset = 0
-        with open(tmp_data, "wb") as f:
+        with open(tmp, "wb") as f:
             for name in names:
                 enum, shape, chunks, crc = _serialize(name, tensors[name])
                 size = 0
                 for chunk in chunks:
                     f.write(chunk)
                     size += len(chunk)
-                items.append((name.encode("utf-8"), _encode_entry(enum, shape, offset, size, crc)))
+                entry = _encode_entry(enum, shape, offset, size, crc, shard)
+                items.append((name.encode("utf-8"), entry))
                 offset += size
-            f.flush()
-            os.fsync(f.fileno())
-        with open(tmp_index, "wb") as f:
+    with atomic_write(prefix + ".index") as tmp:  # the switch
+        with open(tmp, "wb") as f:
             f.write(_build_table(items))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_data, data_path)
-        os.replace(tmp_index, index_path)
-    finally:
-        for path in (tmp_data, tmp_index):
-            if os.path.exists(path):
-                os.remove(path)
+    if live is not None and live != num_shards:
+        for old in range(live):
+            with contextlib.suppress(OSError):
+                os.remove(_data_filename(prefix, old, live))
+
+
+def _live_num_shards(prefix: str):
+    """How many shards the checkpoint now at ``prefix`` has, or None (none, or unreadable)."""
+    try:
+        with TFCheckpointReader(prefix, verify=False) as reader:
+            return reader.num_shards
+    except CheckpointError:
+        return None

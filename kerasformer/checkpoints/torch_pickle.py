@@ -36,6 +36,8 @@ import collections
 import codecs
 import contextlib
 import io
+import itertools
+import math
 import os
 import pickle
 import struct
@@ -46,7 +48,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from kerasformer.errors import CheckpointError, KerasformerError, UnsafeCheckpointError
+from kerasformer.errors import CheckpointError, KerasformerError, UnsafeCheckpointError, brief
 
 __all__ = ["load_torch_bin", "save_torch_bin", "TorchBinReader", "atomic_write"]
 
@@ -196,7 +198,7 @@ class _TensorRef(_Frozen):
         shape = _int_tuple(shape, "size")
         stride = _int_tuple(stride, "stride")
         if not isinstance(offset, int) or offset < 0:
-            raise _Corrupt(f"bad storage offset {offset!r}")
+            raise _Corrupt(f"bad storage offset {brief(offset)}")
         if len(shape) != len(stride):
             raise _Corrupt(f"size {shape} and stride {stride} have different lengths")
         itemsize = np.dtype(_DTYPES[dtype][0]).itemsize
@@ -230,7 +232,7 @@ def _int_tuple(value, what: str) -> tuple[int, ...]:
     out = tuple(value)
     for v in out:
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise _Corrupt(f"bad tensor {what} {out!r}")
+            raise _Corrupt(f"bad tensor {what} {brief(out)}")
     return out
 
 
@@ -253,7 +255,7 @@ def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, bac
     # v3 is what torch writes for dtypes without a typed storage class (uint16/32/64, ...):
     # the storage is untyped bytes and the dtype comes separately.
     if not isinstance(dtype, _DType):
-        raise _Corrupt(f"_rebuild_tensor_v3 got dtype {dtype!r}")
+        raise _Corrupt(f"_rebuild_tensor_v3 got dtype {brief(dtype)}")
     if not isinstance(storage, _StorageRef):
         raise _Corrupt("_rebuild_tensor_v3 got no storage")
     return _TensorRef(storage, storage_offset, size, stride, dtype.name)
@@ -344,7 +346,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return obj
         if module == "torch" and isinstance(name, str) and name.startswith(("float8", "float4")):
             raise CheckpointError(
-                f"{self._filename} holds torch.{name} tensors, which numpy cannot represent; "
+                f"{self._filename} holds torch.{str(name)[:100]} tensors, which numpy cannot represent; "
                 "cast them to float16/float32 in torch and re-save"
             )
         hint = ""
@@ -352,7 +354,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             hint = (" If this file is a whole pickled model rather than a state dict, load it in "
                     "torch and save model.state_dict() instead.")
         raise UnsafeCheckpointError(
-            f"{self._filename} asks to call {module}.{name}; refusing to load it "
+            f"{self._filename} asks to call {str(module)[:100]}.{str(name)[:100]}; refusing to load it "
             f"(a checkpoint should hold only tensors).{hint}"
         )
 
@@ -436,13 +438,14 @@ class TorchBinReader:
         if byteorder in names:
             order = self._zip.read(byteorder).strip()
             if order not in (b"little", b"big"):
-                raise _Corrupt(f"unknown byteorder record {order!r}")
+                raise _Corrupt(f"unknown byteorder record {brief(order)}")
             self._big_endian = order == b"big"
         storages: dict[str, _StorageRef] = {}
+        archive_size = os.fstat(self._fh.fileno()).st_size
 
         def persistent_load(pid):
             if not isinstance(pid, tuple) or len(pid) != 5 or _ascii(pid[0]) != "storage":
-                raise _Corrupt(f"unexpected persistent id {pid!r:.80}")
+                raise _Corrupt(f"unexpected persistent id {brief(pid)}")
             _, storage_type, key, _location, numel = pid
             key = _ascii(key)
             if key in storages:
@@ -450,17 +453,20 @@ class TorchBinReader:
             if not isinstance(storage_type, _StorageType):
                 raise _Corrupt("persistent id without a storage type")
             if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
-                raise _Corrupt(f"bad storage id {pid!r:.80}")
+                raise _Corrupt(f"bad storage id {brief(pid)}")
             nbytes = numel * np.dtype(_DTYPES[storage_type.dtype][0]).itemsize
             try:
-                size = self._zip.getinfo(f"{self._prefix}data/{key}").file_size
+                info = self._zip.getinfo(f"{self._prefix}data/{key}")
             except KeyError:
-                raise _Corrupt(f"storage record data/{key} is missing") from None
-            if size < nbytes:
-                raise _Corrupt(f"storage record data/{key} holds {size} bytes, needs {nbytes}")
+                raise _Corrupt(f"storage record data/{brief(key)} is missing") from None
+            _check_record_size(info, archive_size)
+            if info.file_size < nbytes:
+                raise _Corrupt(f"storage record data/{brief(key)} holds {info.file_size} bytes, "
+                               f"needs {nbytes}")
             storages[key] = _StorageRef(key, storage_type.dtype, nbytes)
             return storages[key]
 
+        _check_record_size(self._zip.getinfo(pickles[0]), archive_size)
         data = self._zip.read(pickles[0])
         return _RestrictedUnpickler(io.BytesIO(data), self.path, persistent_load).load()
 
@@ -489,7 +495,7 @@ class TorchBinReader:
             )
         protocol = _RestrictedUnpickler(fh, self.path).load()
         if protocol != _LEGACY_PROTOCOL:
-            raise _Corrupt(f"unknown legacy protocol version {protocol!r}")
+            raise _Corrupt(f"unknown legacy protocol version {brief(protocol)}")
         # sys info records the writer's byte order.  torch wrote the storage *data* little-endian
         # on every machine (writeFileRaw byte-swaps on big-endian hosts), so it does not change
         # how data is read; only the 8-byte element counts were native-order in old versions,
@@ -506,15 +512,15 @@ class TorchBinReader:
                         f"{self.path} holds a whole pickled module (with its source code), not a "
                         "state dict; refusing to load it (a checkpoint should hold only tensors)"
                     )
-                raise _Corrupt(f"unexpected persistent id {pid!r:.80}")
+                raise _Corrupt(f"unexpected persistent id {brief(pid)}")
             _, storage_type, root_key, _location, numel, view_metadata = pid
             root_key = _ascii(root_key)
             if not isinstance(storage_type, _StorageType) or not isinstance(root_key, str):
-                raise _Corrupt(f"bad storage id {pid!r:.80}")
+                raise _Corrupt(f"bad storage id {brief(pid)}")
             itemsize = np.dtype(_DTYPES[storage_type.dtype][0]).itemsize
             if root_key not in roots:
                 if not isinstance(numel, int) or numel < 0:
-                    raise _Corrupt(f"bad storage size {numel!r}")
+                    raise _Corrupt(f"bad storage size {brief(numel)}")
                 roots[root_key] = _StorageRef(root_key, storage_type.dtype, numel * itemsize)
             root = roots[root_key]
             if view_metadata is None:
@@ -524,7 +530,7 @@ class TorchBinReader:
             view_key = _ascii(view_key)
             if view_key not in views:
                 if not all(isinstance(v, int) and v >= 0 for v in (offset, view_size)):
-                    raise _Corrupt(f"bad storage view {view_metadata!r}")
+                    raise _Corrupt(f"bad storage view {brief(view_metadata)}")
                 if (offset + view_size) * itemsize > root.nbytes:
                     raise _Corrupt("a storage view reaches past its storage")
                 views[view_key] = _StorageRef(root_key, root.dtype, view_size * itemsize,
@@ -541,7 +547,7 @@ class TorchBinReader:
         for key in keys:
             key = _ascii(key)
             if key not in roots:
-                raise _Corrupt(f"storage {key!r} is listed but never used")
+                raise _Corrupt(f"storage {brief(key)} is listed but never used")
             fh.seek(pos)
             raw = fh.read(8)
             if len(raw) != 8:
@@ -551,7 +557,7 @@ class TorchBinReader:
             # Little-endian count (what torch writes now), or native big-endian (old torch on a
             # big-endian host); either way it must agree with the pickle.
             if expected not in struct.unpack("<q", raw) + struct.unpack(">q", raw):
-                raise _Corrupt(f"storage {key!r} holds {struct.unpack('<q', raw)[0]} elements, "
+                raise _Corrupt(f"storage {brief(key)} holds {struct.unpack('<q', raw)[0]} elements, "
                                f"the pickle says {expected}")
             self._legacy_offsets[key] = (pos + 8, roots[key].nbytes)
             pos += 8 + roots[key].nbytes
@@ -559,7 +565,7 @@ class TorchBinReader:
                 raise _Corrupt("file ends inside the storage data")
         missing = set(roots) - set(self._legacy_offsets)
         if missing:
-            raise _Corrupt(f"storages {sorted(missing)[:5]} have no data")
+            raise _Corrupt(f"storages {brief(sorted(missing))} have no data")
         return obj
 
     def _pick_state_dict(self, obj) -> tuple[dict[str, _TensorRef], str | None]:
@@ -574,7 +580,7 @@ class TorchBinReader:
             found = [k for k in _WRAPPER_KEYS if k in obj and tensors_only(obj[k])]
             if len(found) == 1:
                 return dict(obj[found[0]]), found[0]
-            keys = ", ".join(repr(k) for k in list(obj)[:10])
+            keys = brief(list(itertools.islice(obj, 5)), 200)
             raise CheckpointError(
                 f"{self.path} holds a dict that is not a state dict of tensors (top-level keys: "
                 f"{keys}); expected name -> tensor, or one such dict under "
@@ -627,7 +633,9 @@ class TorchBinReader:
         """All bytes of the stored storage ``storage.key`` (views index into it via ``base``)."""
         if self._zip is not None:
             name = f"{self._prefix}data/{storage.key}"
-            size = self._zip.getinfo(name).file_size
+            # Only the bytes the pickle's storage spans (checked against the record and the
+            # archive when the pickle was read), not what the record header claims.
+            size = storage.nbytes
             buf = bytearray(size)
             view = memoryview(buf)
             # Read in chunks into one buffer (no second full-size copy) and to EOF, so that
@@ -640,8 +648,8 @@ class TorchBinReader:
                         raise _Corrupt(f"record {name} ends early")
                     view[done: done + len(chunk)] = chunk
                     done += len(chunk)
-                if src.read(1):
-                    raise _Corrupt(f"record {name} is longer than its header says")
+                while src.read(1 << 24):  # the rest (if any) is read only for the CRC check
+                    pass
             return buf
         assert self._fh is not None, "reader is closed"
         # Legacy: read the whole root storage; views of it index in via ``storage.base``.
@@ -668,37 +676,62 @@ class TorchBinReader:
         self.close()
 
 
+# deflate cannot expand data more than ~1032:1; a record claiming more is lying
+_MAX_DEFLATE_RATIO = 1032
+
+
+def _check_record_size(info: zipfile.ZipInfo, archive_size: int) -> None:
+    """Refuse a zip record whose declared sizes the archive cannot hold, before allocating."""
+    stored = info.compress_type == zipfile.ZIP_STORED
+    if (info.header_offset + info.compress_size > archive_size
+            or (stored and info.file_size != info.compress_size)
+            or info.file_size > info.compress_size * _MAX_DEFLATE_RATIO + 1024):
+        raise _Corrupt(f"record {brief(info.filename)} claims {info.file_size} bytes "
+                       f"({info.compress_size} stored) in an archive of {archive_size} bytes")
+
+
 def _wrap_corrupt(path: str, exc: BaseException) -> CheckpointError:
-    detail = str(exc) or type(exc).__name__
+    detail = (str(exc) or type(exc).__name__)[:300]
     return CheckpointError(f"{path} is truncated or corrupt ({detail})")
 
 
 def _materialize(ref: _TensorRef, buf: bytearray, big_endian: bool, exclusive: bool) -> np.ndarray:
-    """Build the numpy array torch would build from (storage bytes, offset, size, stride)."""
+    """Build the numpy array torch would build from (storage bytes, offset, size, stride).
+
+    A tensor whose strides overlap (``expand``: stride 0) has more elements than bytes behind
+    them; copying it out would turn a tiny file into gigabytes, so it comes back as a read-only
+    strided view of its own bytes, as torch keeps it.  Everything else is a fresh array.
+    """
     raw_code, out_code = _DTYPES[ref.dtype]
     raw = np.dtype(raw_code).newbyteorder(">" if big_endian else "<")
     itemsize = raw.itemsize
     start = ref.storage.base + ref.offset * itemsize
-    numel = int(np.prod(ref.shape, dtype=np.int64)) if ref.shape else 1
+    numel = math.prod(ref.shape)
     if numel == 0:
-        arr = np.empty(ref.shape, dtype=raw)
-    elif _is_c_contiguous(ref.shape, ref.stride):
+        return np.empty(ref.shape, dtype=out_code)
+    if _is_c_contiguous(ref.shape, ref.stride):
         arr = np.frombuffer(buf, dtype=raw, count=numel, offset=start).reshape(ref.shape)
         # A fresh buffer read for this tensor alone and covered exactly can be handed out as is;
         # otherwise copy, so the result neither aliases another tensor nor pins a bigger buffer.
         if not (exclusive and start == 0 and numel * itemsize == len(buf)):
             arr = arr.copy()
-    else:
-        flat = np.frombuffer(buf, dtype=raw, count=(len(buf) - start) // itemsize, offset=start)
-        arr = np.lib.stride_tricks.as_strided(
-            flat, shape=ref.shape, strides=[s * itemsize for s in ref.stride], writeable=False
-        ).copy()  # bounds were checked when the tensor was parsed
+        return _to_user_dtype(arr, ref.dtype, out_code)
+    span = 1 + sum((d - 1) * st for d, st in zip(ref.shape, ref.stride))  # elements it reaches
+    # the elements it reaches, converted once (a copy: it must not pin or alias `buf`)
+    flat = _to_user_dtype(np.frombuffer(buf, dtype=raw, count=span, offset=start).copy(),
+                          ref.dtype, out_code)
+    arr = np.lib.stride_tricks.as_strided(
+        flat, shape=ref.shape, strides=[st * flat.itemsize for st in ref.stride], writeable=False)
+    return arr if span < numel else arr.copy()  # bounds were checked when the tensor was parsed
+
+
+def _to_user_dtype(arr: np.ndarray, torch_dtype: str, out_code: str) -> np.ndarray:
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
-    if ref.dtype == "bfloat16":
-        arr = (arr.astype(np.uint32) << 16).view(np.float32)
-    elif arr.dtype != np.dtype(out_code):
-        arr = arr.astype(out_code)
+    if torch_dtype == "bfloat16":
+        return (arr.astype(np.uint32) << 16).view(np.float32)
+    if arr.dtype != np.dtype(out_code):
+        return arr.astype(out_code)
     return arr
 
 
@@ -798,19 +831,28 @@ def _little_endian_contiguous(arr: np.ndarray) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def atomic_write(path) -> Iterator[str]:
+def atomic_write(path, suffix: str = "") -> Iterator[str]:
     """Yield a temporary path next to ``path``; on success move it over ``path`` in one step.
 
-    A crash or exception leaves any existing ``path`` untouched and removes the temporary file.
-    The temp file is created with mode 0o666 minus the umask, like a plain ``open(path, 'w')``.
+    A crash or exception leaves any existing ``path`` untouched and removes the temporary file;
+    a process killed mid-write leaves its temporary file behind, and the next save of the same
+    ``path`` removes it (temporary names carry the writer's pid, so a live writer's file is
+    kept).  The result has mode 0o666 minus the umask, like a plain ``open(path, 'w')``,
+    whatever mode the writing library chose.  ``suffix`` ends the temporary name, for writers
+    that insist on an extension (Keras: ``.keras``, ``.weights.h5``).
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    base = os.path.basename(path)
+    _remove_stale_temps(directory, base)
+    tmp = os.path.join(directory, f".{base}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{suffix}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    mode = os.fstat(fd).st_mode & 0o777  # 0o666 minus the umask, without touching the umask
     os.close(fd)
     try:
         yield tmp
+        if os.stat(tmp).st_mode & 0o777 != mode:
+            os.chmod(tmp, mode)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -818,6 +860,33 @@ def atomic_write(path) -> Iterator[str]:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def _remove_stale_temps(directory: str, base: str) -> None:
+    """Remove temporary files of earlier writes of ``base`` whose writer process is gone."""
+    prefix = f".{base}."
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        pid, dash, rest = name[len(prefix):].partition("-")
+        if not (dash and pid.isdigit() and rest[12:16] == ".tmp") or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(directory, name))
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # another thread of ours may be writing
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process: leave its file alone
+    return True
 
 
 def save_torch_bin(path, tensors: dict[str, np.ndarray]) -> None:

@@ -61,21 +61,29 @@ def _is_non_weight(name):
 
 
 def load_weights(variables, sources, tensors, transforms=None, ignore_missing=False):
-    """Assign checkpoint ``tensors`` to ``variables``.
+    """Assign checkpoint ``tensors`` to ``variables``, all or nothing.
 
     Args:
         variables: ``{variable path: keras.Variable}``.
         sources: ``{variable path: WeightSource}``; variables without a source keep
             their initial values only if ``ignore_missing`` (e.g. a new head).
-        tensors: a mapping ``name -> np.ndarray`` (see ``open_checkpoint``).
+        tensors: a mapping ``name -> np.ndarray`` (see ``open_checkpoint``); when it has
+            ``shape(name)`` / ``dtype(name)`` (every checkpoint reader does), they are used
+            to check the whole load before any tensor is read.
         transforms: ``{variable path: fn(np.ndarray) -> np.ndarray}`` applied after
-            transposition (keep_tokens, compound_tokens).
+            transposition (keep_tokens, compound_tokens, fused-matrix slices).
     Raises:
-        WeightMismatchError naming every missing variable and every shape mismatch.
+        WeightMismatchError naming every missing variable and every shape mismatch, before
+        any variable is changed.
+
+    Memory: the check runs on metadata (a transform is tried on a zero-cost broadcast
+    stand-in of the stored shape), then tensors are read and assigned one at a time, without
+    a copy when the dtype already matches, so the peak is about one tensor on top of the
+    model (plus the page cache of memory-mapped files).
     """
     transforms = transforms or {}
     available = set(tensors.keys())
-    loaded, missing, mismatched, values = {}, [], [], {}
+    loaded, missing, mismatched, plan = {}, [], [], []
     for path, variable in variables.items():
         source = sources.get(path)
         found = None if source is None else next((n for n in source.names if n in available), None)
@@ -83,17 +91,11 @@ def load_weights(variables, sources, tensors, transforms=None, ignore_missing=Fa
             wanted = "no checkpoint name" if source is None else " or ".join(source.names)
             missing.append(f"{path} (looked for {wanted})")
             continue
-        value = np.asarray(tensors[found])
-        if source.transpose:
-            value = value.T
-        if path in transforms:
-            value = transforms[path](value)
-        if tuple(value.shape) != tuple(variable.shape):
-            mismatched.append(f"{path}: model expects {tuple(variable.shape)}, checkpoint "
-                              f"tensor {found!r} gives {tuple(value.shape)}"
-                              + (" after transposing" if source.transpose else ""))
+        problem = _check(path, variable, source, found, tensors, transforms.get(path))
+        if problem:
+            mismatched.append(problem)
             continue
-        values[path] = value
+        plan.append((path, source, found))
         loaded[path] = found
     if mismatched or (missing and not ignore_missing):
         problems = []
@@ -103,9 +105,11 @@ def load_weights(variables, sources, tensors, transforms=None, ignore_missing=Fa
             problems.append("missing from the checkpoint:\n  " + "\n  ".join(missing)
                             + "\n(pass ignore_invalid_weights=True to keep these initialised randomly)")
         raise WeightMismatchError("cannot load checkpoint into the model:\n" + "\n".join(problems))
-    for path, value in values.items():
+    for path, source, found in plan:  # one tensor alive at a time
         variable = variables[path]
-        variable.assign(value.astype(variable.dtype))
+        value = _oriented(np.asarray(tensors[found]), source, transforms.get(path))
+        variable.assign(value.astype(variable.dtype, copy=False))
+        del value
     used = set(loaded.values())
     leftovers = sorted(available - used)
     ignored = [n for n in leftovers if _is_non_weight(n)]
@@ -116,6 +120,33 @@ def load_weights(variables, sources, tensors, transforms=None, ignore_missing=Fa
     if unused:
         logger.warning("checkpoint tensors not used by the model: %s", ", ".join(unused))
     return report
+
+
+def _oriented(value, source, transform):
+    if source.transpose:
+        value = value.T
+    return transform(value) if transform is not None else value
+
+
+def _check(path, variable, source, found, tensors, transform):
+    """What is wrong with loading ``found`` into ``variable`` (None if nothing), from metadata."""
+    if hasattr(tensors, "shape") and hasattr(tensors, "dtype"):
+        shape, dtype = tuple(tensors.shape(found)), np.dtype(tensors.dtype(found))
+    else:  # a plain dict of arrays: already in memory
+        value = np.asarray(tensors[found])
+        shape, dtype = value.shape, value.dtype
+    if dtype.kind not in "biuf":
+        return f"{path}: checkpoint tensor {found!r} holds {dtype}, not numbers"
+    stand_in = np.broadcast_to(np.zeros((), dtype), shape)  # the shape, no data
+    try:
+        shape = _oriented(stand_in, source, transform).shape
+    except (IndexError, ValueError) as e:  # e.g. keep_tokens past the checkpoint's vocabulary
+        return f"{path}: cannot transform checkpoint tensor {found!r} of shape {shape}: {e}"
+    if tuple(shape) != tuple(variable.shape):
+        return (f"{path}: model expects {tuple(variable.shape)}, checkpoint "
+                f"tensor {found!r} gives {tuple(shape)}"
+                + (" after transposing" if source.transpose else ""))
+    return None
 
 
 def export_weights(variables, sources):

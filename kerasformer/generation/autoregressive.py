@@ -41,15 +41,9 @@ from keras import ops
 
 from kerasformer import backend
 from kerasformer.layers import PositionEmbedding
+from kerasformer.snippets import softmax
 
 __all__ = ["AutoRegressiveDecoder", "softmax"]
-
-
-def softmax(x, axis=-1):
-    """NumPy softmax (bert4keras.snippets.softmax)."""
-    x = x - x.max(axis=axis, keepdims=True)
-    x = np.exp(x)
-    return x / x.sum(axis=axis, keepdims=True)
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasformer import backend
+from kerasformer import backend, validation
 from kerasformer.errors import KerasformerError
 from kerasformer.layers import MultiHeadAttention, PositionEmbedding
 
@@ -388,20 +388,20 @@ def generate(model, prompts, max_new_tokens, strategy="greedy", num_beams=4, top
     ``stream=True`` returns an iterator over steps, each a list with one new token per
     prompt (None once a prompt has finished).
     """
-    if strategy not in ("greedy", "beam", "sample"):
-        raise KerasformerError(f"unknown strategy {strategy!r}; use 'greedy', 'beam' or 'sample'")
-    if max_new_tokens < 1:
-        raise KerasformerError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    if strategy == "beam" and num_beams < 1:
-        raise KerasformerError(f"num_beams must be at least 1, got {num_beams}")
-    if temperature <= 0:
-        raise KerasformerError(f"temperature must be positive, got {temperature}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise KerasformerError(f"top_p must be in (0, 1], got {top_p}")
-    prompts = [list(map(int, p)) for p in prompts]
-    options = (strategy, num_beams if strategy == "beam" else 1, top_k, top_p, float(temperature),
-               float(repetition_penalty), end_id, int(min_new_tokens))
     engine = engine_for(model)
+    # every argument checked before anything is compiled or allocated (kerasformer.validation)
+    top_k = validation.check_generate_args(
+        strategy, max_new_tokens, num_beams, top_k, top_p, temperature, repetition_penalty,
+        end_id, min_new_tokens, seed, engine.vocab_size)
+    prompts = validation.token_id_lists(prompts, engine.transformer.vocab_size)
+    max_new_tokens = int(max_new_tokens)
+    if engine.max_position is None:  # no position table bounds the caches: a documented cap
+        validation.check_decode_length(max(map(len, prompts)), max_new_tokens)
+    options = (strategy, int(num_beams) if strategy == "beam" else 1, top_k,
+               None if top_p is None else float(top_p), float(temperature),
+               float(repetition_penalty), None if end_id is None else int(end_id),
+               int(min_new_tokens))
+    seed = None if seed is None else int(seed)
     if stream:
         if strategy == "beam":
             raise KerasformerError("stream=True is for greedy and sampling; beams reorder as they go")

@@ -169,6 +169,10 @@ class MultiHeadAttention(keras.layers.Layer):
             return (out, attention) if cache is None else (out, cache, attention)
         return out if cache is None else (out, cache)
 
+    def compute_mask(self, inputs, mask=None):
+        # the output has the queries' time axis, so it keeps the queries' padding mask
+        return mask[0] if isinstance(mask, (list, tuple)) else mask
+
     def compute_output_shape(self, input_shape):
         q_shape = input_shape[0] if isinstance(input_shape[0], (list, tuple)) else input_shape
         return tuple(q_shape[:-1]) + (self.out_dim or q_shape[-1],)

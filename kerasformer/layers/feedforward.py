@@ -9,9 +9,10 @@ from kerasformer.layers.attention import dense
 class FeedForward(keras.layers.Layer):
     """``o_dense(act(i0_dense(x)))``; with a list of activations, the gated form
     ``o_dense(act0(i0_dense(x)) * act1(i1_dense(x)) * ...)`` used by T5.1.1 / mT5.
+    The default activation is bert4keras' ('relu'); the models pass their config's.
     """
 
-    def __init__(self, units, activation="gelu", use_bias=True,
+    def __init__(self, units, activation="relu", use_bias=True,
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         self.units = units
@@ -20,6 +21,7 @@ class FeedForward(keras.layers.Layer):
         self.activation = [activation_name(a) for a in activation]
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.supports_masking = True  # position-wise: the padding mask passes through
 
     def build(self, input_shape):
         dim = input_shape[-1]

@@ -54,7 +54,7 @@ class GlobalPointer(keras.layers.Layer):
         self.use_bias = bool(use_bias)
         self.tril_mask = bool(tril_mask)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.rotary_table = SinusoidalPositionEmbedding(self.head_size, name="rotary_table")
+        self.rotary_table = SinusoidalPositionEmbedding(self.head_size, merge_mode="zero", name="rotary_table")
 
     def build(self, input_shape):
         self.dense = keras.layers.Dense(self.heads * self.head_size * 2, use_bias=self.use_bias,

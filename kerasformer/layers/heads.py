@@ -7,6 +7,10 @@ from keras import ops
 class BiasAdd(keras.layers.Layer):
     """Adds a learned bias over the last axis (BERT's MLM output bias)."""
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
     def build(self, input_shape):
         self.bias = self.add_weight(name="bias", shape=(input_shape[-1],), initializer="zeros")
 
@@ -27,6 +31,9 @@ class TakeToken(keras.layers.Layer):
 
     def call(self, inputs):
         return inputs[:, self.index]
+
+    def compute_mask(self, inputs, mask=None):
+        return None  # one vector per sequence: no time axis left to mask
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0],) + tuple(input_shape[2:])

@@ -18,8 +18,10 @@ class LayerNorm(keras.layers.Layer):
     """
 
     def __init__(self, epsilon=1e-12, center=True, scale=True, rms=False, conditional=False,
-                 hidden_units=None, hidden_activation="linear", **kwargs):
+                 hidden_units=None, hidden_activation="linear", hidden_initializer="glorot_uniform",
+                 **kwargs):
         super().__init__(**kwargs)
+        self.supports_masking = True
         self.epsilon = epsilon
         self.center = center
         self.scale = scale
@@ -27,6 +29,7 @@ class LayerNorm(keras.layers.Layer):
         self.conditional = conditional
         self.hidden_units = hidden_units
         self.hidden_activation = hidden_activation
+        self.hidden_initializer = keras.initializers.get(hidden_initializer)
 
     def build(self, input_shape):
         shape = input_shape[0] if self.conditional else input_shape
@@ -40,7 +43,7 @@ class LayerNorm(keras.layers.Layer):
             if self.hidden_units:
                 self.hidden_dense = keras.layers.Dense(
                     self.hidden_units, activation=self.hidden_activation, use_bias=False,
-                    name="hidden_dense")
+                    kernel_initializer=self.hidden_initializer, name="hidden_dense")
                 self.hidden_dense.build((None, cond_dim))
                 cond_dim = self.hidden_units
             if self.scale:
@@ -87,6 +90,11 @@ class LayerNorm(keras.layers.Layer):
             x = x + beta
         return x
 
+    def compute_mask(self, inputs, mask=None):
+        if self.conditional and isinstance(mask, (list, tuple)):
+            return mask[0]  # the condition is one vector per example: x's mask is the mask
+        return mask
+
     def compute_output_shape(self, input_shape):
         return input_shape[0] if self.conditional else input_shape
 
@@ -94,5 +102,6 @@ class LayerNorm(keras.layers.Layer):
         config = super().get_config()
         config.update(epsilon=self.epsilon, center=self.center, scale=self.scale, rms=self.rms,
                       conditional=self.conditional, hidden_units=self.hidden_units,
-                      hidden_activation=self.hidden_activation)
+                      hidden_activation=self.hidden_activation,
+                      hidden_initializer=keras.initializers.serialize(self.hidden_initializer))
         return config

@@ -60,12 +60,32 @@ class RelativePositionEmbedding(keras.layers.Layer):
     the code, because that is what the weights were trained with.
     """
 
-    def __init__(self, max_relative_position=64, output_dim=64, **kwargs):
-        kwargs.setdefault("trainable", False)
+    def __init__(self, input_dim=None, output_dim=64, embeddings_initializer="zeros",
+                 max_relative_position=None, **kwargs):
+        # Two forms. kerasformer's (NEZHA): max_relative_position=K, the fixed sinusoid above.
+        # bert4keras' RelativePositionEmbedding(input_dim, output_dim, embeddings_initializer):
+        # a trained [input_dim, output_dim] table (zeros by default) read at the same rows,
+        # with K = (input_dim - 1) // 2 (bert4keras' NEZHA = that with a Sinusoidal table).
+        if max_relative_position is None and input_dim is None:
+            max_relative_position = 64
+        self.learned = max_relative_position is None
+        if not self.learned:
+            kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
-        self.max_relative_position = int(max_relative_position)
+        if self.learned:
+            self.input_dim = int(input_dim)
+            self.max_relative_position = (self.input_dim - 1) // 2
+        else:
+            self.max_relative_position = int(max_relative_position)
+            self.input_dim = 2 * self.max_relative_position + 1
         self.output_dim = int(output_dim)
-        self._table = sinusoidal_table(2 * self.max_relative_position + 1, self.output_dim)
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self._table = None if self.learned else sinusoidal_table(self.input_dim, self.output_dim)
+
+    def build(self, input_shape):
+        if self.learned:
+            self.embeddings = self.add_weight(name="embeddings", shape=(self.input_dim, self.output_dim),
+                                              initializer=self.embeddings_initializer)
 
     def call(self, inputs, query_offset=0, key_length=None):
         """``query_offset`` / ``key_length``: cached decoding, where the queries are the
@@ -73,7 +93,10 @@ class RelativePositionEmbedding(keras.layers.Layer):
         q, k = inputs if isinstance(inputs, (list, tuple)) else (inputs, inputs)
         k_len = ops.shape(k)[1] if key_length is None else key_length
         ids = relative_position_ids(ops.shape(q)[1], k_len, self.max_relative_position, query_offset)
-        table = ops.convert_to_tensor(self._table.astype(np.float32))
+        if self.learned:
+            table = self.embeddings
+        else:
+            table = ops.convert_to_tensor(self._table.astype(np.float32))
         return ops.cast(ops.take(table, ids, axis=0), self.compute_dtype)
 
     def decoding_call(self, inputs, decoding, **arguments):
@@ -81,57 +104,105 @@ class RelativePositionEmbedding(keras.layers.Layer):
         # alike, so cache slots serve as positions: queries at cache_index onwards.
         return self.call(inputs, query_offset=decoding.cache_index, key_length=decoding.key_length)
 
+    def compute_mask(self, inputs, mask=None):
+        return None  # a position table, not a sequence of the batch: no padding to carry
+
     def compute_output_spec(self, inputs):
         q, k = inputs if isinstance(inputs, (list, tuple)) else (inputs, inputs)
         return keras.KerasTensor((q.shape[1], k.shape[1], self.output_dim), dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()
-        config.update(max_relative_position=self.max_relative_position, output_dim=self.output_dim)
+        if self.learned:
+            config.update(input_dim=self.input_dim, output_dim=self.output_dim,
+                          embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer))
+        else:
+            config.update(max_relative_position=self.max_relative_position, output_dim=self.output_dim)
         return config
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
 class SinusoidalPositionEmbedding(keras.layers.Layer):
-    """The rotary table of RoFormer: called on ``x`` of shape ``[batch, length, ...]``,
-    returns ``[1, length, output_dim]`` holding ``sin(p * w_i), cos(p * w_i)`` interleaved,
-    with ``w_i = 10000^(-2i / output_dim)`` (bert4keras' ``SinusoidalPositionEmbedding``
-    with ``merge_mode='zero'``).
+    """Sin-cos position embeddings (bert4keras' ``SinusoidalPositionEmbedding``): for
+    positions ``p`` the ``output_dim`` values ``sin(p * w_i), cos(p * w_i)`` interleaved, with
+    ``w_i = 10000^(-2i / output_dim)``, merged with the input ``x`` ``[batch, length, ...]``
+    as ``merge_mode`` says: 'add' (``x + pe``, the default), 'mul' (``x * (pe + 1)``),
+    'concat' (along the last axis) or 'zero' (the table alone, ``[1, length, output_dim]``:
+    RoFormer's rotary table). ``custom_position_ids=True``: called on ``[x, position_ids]``.
 
     Angles are computed in float32 whatever the compute dtype: in bf16 a position of a
     few hundred would lose whole radians.
     """
 
-    def __init__(self, output_dim, **kwargs):
+    def __init__(self, output_dim, merge_mode="add", custom_position_ids=False, **kwargs):
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
         if output_dim % 2:
-            raise KerasformerError(f"rotary position embedding needs an even head size, got {output_dim}")
+            raise KerasformerError(f"sinusoidal position embeddings need an even size, got {output_dim}")
+        if merge_mode not in ("add", "mul", "zero", "concat"):
+            raise KerasformerError(f"merge_mode must be 'add', 'mul', 'zero' or 'concat', got {str(merge_mode)[:20]!r}")
         self.output_dim = int(output_dim)
+        self.merge_mode = merge_mode
+        self.custom_position_ids = bool(custom_position_ids)
+        self.supports_masking = True
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.setdefault("merge_mode", "zero")  # saved before merge_mode existed: the rotary table
+        return cls(**config)
+
+    def table(self, positions):
+        """``[..., output_dim]`` sinusoids of ``positions`` (float32)."""
+        positions = ops.cast(positions, "float32")
+        inv_freq = ops.convert_to_tensor(
+            np.power(10000.0, -2.0 * np.arange(self.output_dim // 2) / self.output_dim).astype(np.float32))
+        angles = ops.expand_dims(positions, -1) * inv_freq  # [..., depth/2]
+        table = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)  # [..., depth/2, 2]
+        return ops.reshape(table, tuple(ops.shape(positions)) + (self.output_dim,))
 
     def call(self, inputs, position_ids=None):
         """``position_ids`` (``[batch, length]``, optional): the positions to encode, giving
         ``[batch, length, output_dim]``; by default ``0 .. length - 1`` for every row."""
+        if self.custom_position_ids:
+            inputs, position_ids = inputs
         if position_ids is None:
             position_ids = ops.expand_dims(ops.arange(ops.shape(inputs)[1]), 0)
-        positions = ops.cast(position_ids, "float32")
-        inv_freq = ops.convert_to_tensor(
-            np.power(10000.0, -2.0 * np.arange(self.output_dim // 2) / self.output_dim).astype(np.float32))
-        angles = ops.expand_dims(positions, -1) * inv_freq  # [batch, length, depth/2]
-        table = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)  # [batch, length, depth/2, 2]
-        table = ops.reshape(table, tuple(ops.shape(positions)) + (self.output_dim,))
-        return ops.cast(table, self.compute_dtype)
+        table = self.table(position_ids)
+        if self.merge_mode == "zero":
+            return ops.cast(table, self.compute_dtype)
+        table = ops.cast(table, inputs.dtype)
+        if self.merge_mode == "add":
+            return inputs + table
+        if self.merge_mode == "mul":
+            return inputs * (table + 1.0)
+        table = ops.broadcast_to(table, tuple(ops.shape(inputs)[:2]) + (self.output_dim,))
+        return ops.concatenate([inputs, table], axis=-1)
 
     def decoding_call(self, inputs, decoding, **arguments):
         # each row of a left-padded batch numbers its own tokens: rotate by those positions
         # (with rotary_value the output depends on absolute positions, not only on j - i)
         return self.call(inputs, position_ids=decoding.position_ids)
 
-    def compute_output_spec(self, inputs):
-        return keras.KerasTensor((1, inputs.shape[1], self.output_dim), dtype=self.compute_dtype)
+    def compute_mask(self, inputs, mask=None):
+        if self.merge_mode == "zero":
+            return None
+        return mask[0] if self.custom_position_ids and mask is not None else mask
+
+    def compute_output_spec(self, inputs, position_ids=None):
+        if self.custom_position_ids:
+            inputs, position_ids = inputs
+        if self.merge_mode == "zero":
+            batch = 1 if position_ids is None else position_ids.shape[0]
+            return keras.KerasTensor((batch, inputs.shape[1], self.output_dim), dtype=self.compute_dtype)
+        shape = tuple(inputs.shape)
+        if self.merge_mode == "concat":
+            shape = shape[:-1] + (None if shape[-1] is None else shape[-1] + self.output_dim,)
+        return keras.KerasTensor(shape, dtype=inputs.dtype)
 
     def get_config(self):
-        return {**super().get_config(), "output_dim": self.output_dim}
+        return {**super().get_config(), "output_dim": self.output_dim, "merge_mode": self.merge_mode,
+                "custom_position_ids": self.custom_position_ids}
 
 
 def apply_rotary(sinusoidal, x):

@@ -1,9 +1,11 @@
 """``build_transformer_model``: one entry point for every family (bert4keras semantics)."""
 import inspect
+import os
 
 from kerasformer.errors import FamilyMismatchError, KerasformerError, WeightMismatchError
 from kerasformer.models.bert import BERT, RoBERTa
 from kerasformer.models.transformer import Transformer, load_config
+from kerasformer.validation import check_config
 
 # model key -> family class, or "module:Class" imported on first use (one file per family)
 MODELS = {
@@ -21,7 +23,12 @@ MODELS = {
     "t5.1.0": "kerasformer.models.t5:T5",
     "t5.1.1": "kerasformer.models.t5:T5_V1_1",
     "mt5.1.1": "kerasformer.models.t5:T5_V1_1",
+    "gpt": "kerasformer.models.gpt:GPT",
 }
+# bert4keras' keys for one part of T5: '<version>_encoder' / '<version>_decoder'
+for _version, _cls in [("t5", "T5"), ("t5.1.0", "T5"), ("t5.1.1", "T5_V1_1"), ("mt5.1.1", "T5_V1_1")]:
+    for _part in ("encoder", "decoder"):
+        MODELS[f"{_version}_{_part}"] = f"kerasformer.models.t5:{_cls}_{_part.capitalize()}"
 
 
 def get_family(key):
@@ -108,6 +115,10 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
     if hasattr(cls, "normalize_config"):  # families whose configs use their own key names
         configs = cls.normalize_config(configs)
     configs = {k: v for k, v in configs.items() if k in accepted}
+    # every value the family will read, named with where it came from
+    check_config({k: v for k, v in configs.items() if k not in kwargs}, os.fspath(config_path)
+                 if config_path is not None else "")
+    check_config(kwargs, "the keyword arguments")
     configs.update(kwargs)
     configs["application"] = application
     required = [p.name for p in inspect.signature(Transformer.__init__).parameters.values()
@@ -121,7 +132,9 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
     if not isinstance(model, str):
         key = getattr(cls, "model_key", None)
         key = key if key in MODELS and get_family(key) is cls else None
-    transformer.settings = {"model": key, **configs} if key else None
+    # a model conditioned on tensors of the user's graph cannot be rebuilt from settings
+    conditioned = configs.get("layer_norm_cond") is not None or configs.get("additional_input_layers")
+    transformer.settings = {"model": key, **configs} if key and not conditioned else None
     transformer.build()
     if checkpoint_path is not None:
         try:

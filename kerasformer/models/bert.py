@@ -10,8 +10,9 @@ import re
 import keras
 from keras import ops
 
-from kerasformer.layers import (BiasAdd, Embedding, FeedForward, LayerNorm, MultiHeadAttention,
+from kerasformer.layers import (BiasAdd, Embedding, FeedForward, MultiHeadAttention,
                                 PositionEmbedding, TakeToken, get_activation)
+from kerasformer.layers.masking import Add
 from kerasformer.models.transformer import Transformer, WeightSource
 
 
@@ -35,7 +36,9 @@ class BERT(Transformer):
         self.segment_vocab_size = segment_vocab_size
         self.with_pool = with_pool or with_nsp
         self.with_nsp = with_nsp
-        self.with_mlm = with_mlm
+        # bert4keras: a language model or UniLM is trained through its MLM head, so the
+        # head comes with the application (with_mlm='linear' keeps logits)
+        self.with_mlm = (with_mlm or True) if self.application in ("lm", "unilm") else with_mlm
         self.with_sequence_output = with_sequence_output
 
     # --------------------------------------------------------------- the network
@@ -53,13 +56,13 @@ class BERT(Transformer):
         the attention mask, once, from the same ids."""
         self.compute_attention_mask(token_ids, segment_ids)
         x = self.apply(token_ids, Embedding, input_dim=self.vocab_size,
-                       output_dim=self.embedding_size,
+                       output_dim=self.embedding_size, mask_id=self.mask_id,
                        embeddings_initializer=self.initializer, name="Embedding-Token")
         if self.segment_vocab_size > 0:
             s = self.apply(segment_ids, keras.layers.Embedding, input_dim=self.segment_vocab_size,
                            output_dim=self.embedding_size,
                            embeddings_initializer=self.initializer, name="Embedding-Segment")
-            x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
+            x = self.apply([x, s], Add, name="Embedding-Token-Segment")
         return x
 
     def apply_embeddings(self, inputs):
@@ -71,7 +74,8 @@ class BERT(Transformer):
                        input_dim=self.max_position, output_dim=self.embedding_size,
                        offset=self.position_offset, embeddings_initializer=self.initializer,
                        name="Embedding-Position")
-        x = self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name="Embedding-Norm")
+        if self.embedding_norm:
+            x = self.apply_norm(x, "Embedding-Norm")
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         if self.embedding_size != self.hidden_size:
             x = self.apply(x, keras.layers.Dense, units=self.hidden_size,
@@ -79,6 +83,7 @@ class BERT(Transformer):
         return x
 
     position_offset = 0
+    embedding_norm = True  # GPT sums its embeddings without normalising them
 
     def block_names(self, index):
         """(attention, feed-forward) layer names of block ``index`` (ALBERT returns the
@@ -94,13 +99,13 @@ class BERT(Transformer):
                        key_size=self.attention_key_size, attention_dropout=self.attention_dropout_rate,
                        kernel_initializer=self.initializer, name=attention)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention}-Dropout")
-        x = self.apply([x, h], keras.layers.Add, name=f"{attention}-Add")
-        x = self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name=f"{attention}-Norm")
+        x = self.apply([x, h], Add, name=f"{attention}-Add")
+        x = self.apply_norm(x, f"{attention}-Norm")
         h = self.apply(x, FeedForward, units=self.intermediate_size, activation=self.hidden_act,
                        kernel_initializer=self.initializer, name=feed_forward)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward}-Dropout")
-        x = self.apply([x, h], keras.layers.Add, name=f"{feed_forward}-Add")
-        x = self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name=f"{feed_forward}-Norm")
+        x = self.apply([x, h], Add, name=f"{feed_forward}-Add")
+        x = self.apply_norm(x, f"{feed_forward}-Norm")
         return x
 
     def apply_final_layers(self, inputs):
@@ -119,7 +124,7 @@ class BERT(Transformer):
             x = self.apply(sequence, keras.layers.Dense, units=self.embedding_size,
                            activation=get_activation(self.hidden_act),
                            kernel_initializer=self.initializer, name="MLM-Dense")
-            x = self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name="MLM-Norm")
+            x = self.apply_norm(x, "MLM-Norm")
             # the output projection is the token embedding, transposed (tied weights)
             x = self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
             x = self.apply(x, BiasAdd, name="MLM-Bias")

@@ -44,7 +44,8 @@ import numpy as np
 from kerasformer import masks
 from kerasformer.checkpoints.weights import WeightSource, load_weights
 from kerasformer.errors import KerasformerError, WeightMismatchError
-from kerasformer.layers import Embedding, FeedForward, LayerNorm, MultiHeadAttention, PositionEmbedding
+from kerasformer.layers import Embedding, FeedForward, MultiHeadAttention, PositionEmbedding
+from kerasformer.layers.masking import Add
 from kerasformer.models.transformer import Transformer, detect_naming
 
 
@@ -130,7 +131,7 @@ class GPT2(Transformer):
         """Token plus learned position embeddings; also builds the mask, once."""
         self.compute_attention_mask(token_ids)
         x = self.apply(token_ids, Embedding, input_dim=self.vocab_size,
-                       output_dim=self.embedding_size,
+                       output_dim=self.embedding_size, mask_id=self.mask_id,
                        embeddings_initializer=self.initializer, name="Embedding-Token")
         return self.apply(x, PositionEmbedding, input_dim=self.max_position,
                           output_dim=self.embedding_size, embeddings_initializer=self.initializer,
@@ -156,17 +157,17 @@ class GPT2(Transformer):
         attention = f"Transformer-{index}-MultiHeadSelfAttention"
         feed_forward = f"Transformer-{index}-FeedForward"
         x = inputs
-        h = self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name=f"{attention}-Norm")
+        h = self.apply_norm(x, f"{attention}-Norm")
         h = self.attention(h, attention)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention}-Dropout")
-        x = self.apply([x, h], keras.layers.Add, name=f"{attention}-Add")
-        h = self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name=f"{feed_forward}-Norm")
+        x = self.apply([x, h], Add, name=f"{attention}-Add")
+        h = self.apply_norm(x, f"{feed_forward}-Norm")
         h = self.feed_forward(h, feed_forward)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward}-Dropout")
-        return self.apply([x, h], keras.layers.Add, name=f"{feed_forward}-Add")
+        return self.apply([x, h], Add, name=f"{feed_forward}-Add")
 
     def apply_final_layers(self, inputs):
-        x = self.apply(inputs, LayerNorm, epsilon=self.layer_norm_eps, name="Output-Norm")
+        x = self.apply_norm(inputs, "Output-Norm")
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Output-Dropout")
         return self.language_model_head(x)
 
@@ -386,7 +387,7 @@ class GPT2_ML(GPT2):
 
     def apply_embeddings(self, inputs):
         x = self.token_position_embeddings(inputs[0])
-        return self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name="Embedding-Norm")
+        return self.apply_norm(x, "Embedding-Norm")
 
     def apply_main_layers(self, inputs, index):
         """x = x + Attn(x); x = LN1(x + FFN(LN0(x)))."""
@@ -395,12 +396,12 @@ class GPT2_ML(GPT2):
         x = inputs
         h = self.attention(x, attention)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention}-Dropout")
-        x = self.apply([x, h], keras.layers.Add, name=f"{attention}-Add")
-        h = self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name=f"{feed_forward}-Norm-0")
+        x = self.apply([x, h], Add, name=f"{attention}-Add")
+        h = self.apply_norm(x, f"{feed_forward}-Norm-0")
         h = self.feed_forward(h, feed_forward)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward}-Dropout")
-        x = self.apply([x, h], keras.layers.Add, name=f"{feed_forward}-Add")
-        return self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name=f"{feed_forward}-Norm-1")
+        x = self.apply([x, h], Add, name=f"{feed_forward}-Add")
+        return self.apply_norm(x, f"{feed_forward}-Norm-1")
 
     def apply_final_layers(self, inputs):
         return self.language_model_head(inputs)

@@ -25,8 +25,9 @@ import re
 import keras
 
 from kerasformer.errors import FamilyMismatchError, KerasformerError
-from kerasformer.layers import FeedForward, LayerNorm, MultiHeadAttention
+from kerasformer.layers import FeedForward, MultiHeadAttention
 from kerasformer.layers.positions import RelativePositionEmbedding
+from kerasformer.layers.masking import Add
 from kerasformer.models.bert import BERT
 
 
@@ -62,7 +63,7 @@ class NEZHA(BERT):
     def apply_embeddings(self, inputs):
         """Token (+ segment) embeddings, LayerNorm, dropout; no absolute positions."""
         x = self.apply_token_segment_embeddings(*inputs)
-        x = self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name="Embedding-Norm")
+        x = self.apply_norm(x, "Embedding-Norm")
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         if self.embedding_size != self.hidden_size:
             x = self.apply(x, keras.layers.Dense, units=self.hidden_size, use_bias=self.use_bias,
@@ -83,7 +84,7 @@ class NEZHA(BERT):
 
     def norm(self, x, name):
         """The post-LN normalisation of the blocks (RoFormer-v2 makes it scale-free)."""
-        return self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, name=name)
+        return self.apply_norm(x, name)
 
     def apply_main_layers(self, inputs, index):
         """One post-LN block: x = LN(x + Attn(x, positions)); x = LN(x + FFN(x))."""
@@ -97,12 +98,12 @@ class NEZHA(BERT):
                        key_size=self.attention_key_size, attention_dropout=self.attention_dropout_rate,
                        kernel_initializer=self.initializer, name=attention, **self.attention_options())
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention}-Dropout")
-        x = self.apply([x, h], keras.layers.Add, name=f"{attention}-Add")
+        x = self.apply([x, h], Add, name=f"{attention}-Add")
         x = self.norm(x, f"{attention}-Norm")
         h = self.apply(x, FeedForward, units=self.intermediate_size, activation=self.hidden_act,
                        use_bias=self.use_bias, kernel_initializer=self.initializer, name=feed_forward)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward}-Dropout")
-        x = self.apply([x, h], keras.layers.Add, name=f"{feed_forward}-Add")
+        x = self.apply([x, h], Add, name=f"{feed_forward}-Add")
         return self.norm(x, f"{feed_forward}-Norm")
 
     # --------------------------------------------------------------- the weights

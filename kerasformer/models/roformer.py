@@ -24,7 +24,7 @@ import re
 import keras
 
 from kerasformer.errors import FamilyMismatchError, KerasformerError
-from kerasformer.layers import Embedding, LayerNorm
+from kerasformer.layers import Embedding
 from kerasformer.layers.positions import SinusoidalPositionEmbedding
 from kerasformer.models.nezha import NEZHA
 
@@ -60,7 +60,7 @@ class RoFormer(NEZHA):
         """The ``[1, L, head_size]`` rotary sinusoid, built once and shared by all blocks."""
         if self.position_bias is None:
             self.position_bias = self.apply(inputs, SinusoidalPositionEmbedding,
-                                            output_dim=self.attention_key_size,
+                                            output_dim=self.attention_key_size, merge_mode="zero",
                                             name="Embedding-Rotary-Position")
         return self.position_bias
 
@@ -101,8 +101,7 @@ class RoFormerV2(RoFormer):
         super().__init__(layer_norm_eps=layer_norm_eps, **kwargs)
 
     def norm(self, x, name):
-        return self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, center=False, scale=False,
-                          rms=True, name=name)
+        return self.apply_norm(x, name, center=False, scale=False, rms=True)
 
     def apply_embeddings(self, inputs):
         x = self.apply_token_segment_embeddings(*inputs)

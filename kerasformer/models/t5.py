@@ -39,7 +39,8 @@ from keras import ops
 
 from kerasformer import masks
 from kerasformer.errors import FamilyMismatchError, KerasformerError
-from kerasformer.layers import Embedding, FeedForward, LayerNorm, MultiHeadAttention
+from kerasformer.layers import Embedding, FeedForward, MultiHeadAttention
+from kerasformer.layers.masking import Add
 from kerasformer.models.transformer import Transformer, WeightSource
 
 
@@ -109,6 +110,9 @@ class RelativePositionEmbeddingT5(keras.layers.Layer):
         bias = ops.cast(bias, self.compute_dtype)
         return ops.expand_dims(ops.transpose(bias, (2, 0, 1)), 0)
 
+    def compute_mask(self, inputs, mask=None):
+        return None  # a bias table, not a sequence of the batch
+
     def compute_output_shape(self, input_shape):
         q_shape, k_shape = input_shape
         return (1, self.output_dim, q_shape[1], k_shape[1])
@@ -165,6 +169,9 @@ class ContextMask(keras.layers.Layer):
         real = ops.any(ops.not_equal(context, 0), axis=-1)
         return ops.expand_dims(ops.expand_dims(real, 1), 1)
 
+    def compute_mask(self, inputs, mask=None):
+        return None  # an attention mask, not a sequence of the batch
+
     def compute_output_spec(self, context):
         return keras.KerasTensor((context.shape[0], 1, 1, context.shape[1]), dtype="bool")
 
@@ -181,6 +188,9 @@ class ZeroPadding(keras.layers.Layer):
         x, token_ids = inputs
         real = ops.cast(ops.not_equal(token_ids, self.pad_id), x.dtype)
         return x * ops.expand_dims(real, -1)
+
+    def compute_mask(self, inputs, mask=None):
+        return mask[0] if isinstance(mask, (list, tuple)) else mask  # x's padding mask
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
@@ -221,6 +231,9 @@ class T5(Transformer):
                  num_heads=None, feed_forward_proj=None, layer_norm_epsilon=None,
                  relative_attention_num_buckets=32, relative_attention_max_distance=128,
                  tie_word_embeddings=None, with_lm=True, **kwargs):
+        if kwargs.get("layer_norm_cond") is not None or kwargs.get("additional_input_layers"):
+            raise KerasformerError("layer_norm_cond / additional_input_layers are not supported for T5 "
+                                   "yet (they are for the BERT-like families and GPT-2)")
         if application != "encoder":
             raise KerasformerError(
                 f"T5 is an encoder-decoder model: application={application!r} is not supported "
@@ -314,7 +327,7 @@ class T5(Transformer):
 
     def apply_token_embedding(self, token_ids, stack):
         x = self.apply(token_ids, Embedding, input_dim=self.vocab_size,
-                       output_dim=self.embedding_size,
+                       output_dim=self.embedding_size, mask_id=self.mask_id,
                        embeddings_initializer=self.initializer, name="Embedding-Token")
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name=f"{stack}-Embedding-Dropout")
         if self.embedding_size != self.hidden_size:
@@ -323,7 +336,7 @@ class T5(Transformer):
         return x
 
     def apply_norm(self, x, name):
-        return self.apply(x, LayerNorm, epsilon=self.layer_norm_eps, center=False, rms=True, name=name)
+        return super().apply_norm(x, name, center=False, rms=True)
 
     def apply_attention(self, x, name, kv=None, mask=None, bias=None):
         """Pre-LN residual attention: x + Attn(RMSNorm(x)) (kv: the encodings, for cross-attention)."""
@@ -337,14 +350,14 @@ class T5(Transformer):
                        attention_scale=False, attention_dropout=self.attention_dropout_rate,
                        kernel_initializer=self.initializer, name=name)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{name}-Dropout")
-        return self.apply([x, h], keras.layers.Add, name=f"{name}-Add")
+        return self.apply([x, h], Add, name=f"{name}-Add")
 
     def apply_feed_forward(self, x, name):
         h = self.apply_norm(x, f"{name}-Norm")
         h = self.apply(h, FeedForward, units=self.intermediate_size, activation=self.hidden_act,
                        use_bias=False, kernel_initializer=self.initializer, name=name)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{name}-Dropout")
-        return self.apply([x, h], keras.layers.Add, name=f"{name}-Add")
+        return self.apply([x, h], Add, name=f"{name}-Add")
 
     def call_encoder(self, token_ids):
         """Token ids -> encodings ``[batch, length, hidden]``, zero at padding."""
@@ -529,4 +542,36 @@ class T5_V1_1(T5):
         return [f"{self.prefix}Decoder-Output-LM/kernel"]
 
 
-__all__ = ["T5", "T5_V1_1", "RelativePositionEmbeddingT5", "relative_position_buckets"]
+class _OnePart:
+    """bert4keras' ``t5_encoder`` / ``t5_decoder`` keys: the whole T5 is built (the parts
+    share their layers, so a full checkpoint loads as is, the other part's tensors reported
+    unused) and ``.model`` is the one part: ``encoder`` maps token ids to encodings,
+    ``decoder`` maps ``[encodings, decoder ids]`` to next-token probabilities."""
+
+    part = None
+
+    def build(self, **kwargs):
+        if not self.built:
+            super().build(**kwargs)
+            self.model = getattr(self, self.part)
+        return self.model
+
+
+class T5_Encoder(_OnePart, T5):
+    part = "encoder"
+
+
+class T5_Decoder(_OnePart, T5):
+    part = "decoder"
+
+
+class T5_V1_1_Encoder(_OnePart, T5_V1_1):
+    part = "encoder"
+
+
+class T5_V1_1_Decoder(_OnePart, T5_V1_1):
+    part = "decoder"
+
+
+__all__ = ["T5", "T5_V1_1", "T5_Encoder", "T5_Decoder", "T5_V1_1_Encoder", "T5_V1_1_Decoder",
+           "RelativePositionEmbeddingT5", "relative_position_buckets"]

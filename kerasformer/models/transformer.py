@@ -17,6 +17,7 @@ import numpy as np
 from kerasformer import backend, masks
 from kerasformer.checkpoints.weights import WeightSource, export_weights, load_weights
 from kerasformer.errors import KerasformerError
+from kerasformer.layers import LayerNorm
 
 
 class Transformer:
@@ -47,7 +48,15 @@ class Transformer:
         name=None,
         recompute=False,
         dtype_policy=None,
+        layer_norm_cond=None,
+        layer_norm_cond_hidden_size=None,
+        layer_norm_cond_hidden_act=None,
+        additional_input_layers=None,
     ):
+        from kerasformer.validation import check_config
+
+        # direct construction (build_transformer_model has checked its file and arguments)
+        check_config({k: v for k, v in locals().items() if k != "self"}, f"{type(self).__name__}()")
         if keep_tokens is not None:
             vocab_size = len(keep_tokens)
         if compound_tokens is not None:
@@ -81,6 +90,15 @@ class Transformer:
         # layer the family creates (heads' final activations stay float32)
         self.recompute = bool(recompute)
         self.dtype_policy = dtype_policy
+        # bert4keras' conditional LayerNorm: a tensor (one vector per example, e.g. a label
+        # embedding) that shifts gamma and beta of every LayerNorm of the network through
+        # zero-initialised projections; the Keras inputs it needs become extra model inputs
+        self.layer_norm_cond = layer_norm_cond
+        self.layer_norm_cond_hidden_size = layer_norm_cond_hidden_size
+        self.layer_norm_cond_hidden_act = layer_norm_cond_hidden_act or "linear"
+        if additional_input_layers is not None and not isinstance(additional_input_layers, (list, tuple)):
+            additional_input_layers = [additional_input_layers]
+        self.additional_input_layers = list(additional_input_layers or [])
         self.layers = {}
         self.built = False
         self.attention_mask = None
@@ -94,7 +112,8 @@ class Transformer:
             setattr(self, key, value)
         self.inputs = self.get_inputs()
         self.outputs = self.call(self.inputs)
-        self.model = self.keras_model(self.inputs, self.outputs, name=self.name)
+        self.model = self.keras_model(self.inputs + self.additional_input_layers, self.outputs,
+                                      name=self.name)
         self.built = True
         return self.model
 
@@ -116,6 +135,24 @@ class Transformer:
         if self._decoding is not None:  # a prefill needs the heads at the last position only
             x = self._decoding.before_heads(x)
         return self.apply_final_layers(x)
+
+    @property
+    def mask_id(self):
+        """The token id that marks padding in the Keras mask born at the token embedding
+        (None: no mask). The mask reaches the outputs, where bert4keras-style ``Loss``
+        layers and the CRF read it."""
+        return self.pad_token_id
+
+    def apply_norm(self, x, name, **kwargs):
+        """LayerNorm ``name`` on ``x`` (``kwargs`` for the layer); conditional on
+        ``layer_norm_cond`` when the model has one, as every norm is in bert4keras."""
+        kwargs.setdefault("epsilon", self.layer_norm_eps)
+        if self.layer_norm_cond is None:
+            return self.apply(x, LayerNorm, name=name, **kwargs)
+        return self.apply([x, self.layer_norm_cond], LayerNorm, conditional=True,
+                          hidden_units=self.layer_norm_cond_hidden_size,
+                          hidden_activation=self.layer_norm_cond_hidden_act,
+                          hidden_initializer=self.initializer, name=name, **kwargs)
 
     def prefixed(self, name):
         return self.prefix + name if name else name
@@ -217,8 +254,15 @@ class Transformer:
         raise NotImplementedError
 
     def model_variables(self):
-        """``{path: variable}`` for every weight of the model, in creation order."""
-        return {v.path: v for v in self.model.weights}
+        """``{path: variable}`` for every weight of the network that a checkpoint holds, in
+        creation order: not the weights of layers the user joined in (what feeds
+        ``layer_norm_cond``), nor the conditional LayerNorm projections, which are new and
+        start at zero (as in bert4keras, whose checkpoints never hold them either)."""
+        own = {id(w) for layer in self.layers.values() for w in layer.weights}
+        new = {id(w) for layer in self.layers.values() if getattr(layer, "conditional", False)
+               for sub in ("hidden_dense", "gamma_dense", "beta_dense")
+               for w in getattr(getattr(layer, sub, None), "weights", ())}
+        return {v.path: v for v in self.model.weights if id(v) in own and id(v) not in new}
 
     def _embedding_transform(self, value):
         """Apply keep_tokens / compound_tokens to a table whose rows are vocabulary."""
@@ -327,8 +371,14 @@ def load_config(config_path):
             config = json.load(f)
     except FileNotFoundError:
         raise KerasformerError(f"config file not found: {config_path}") from None
-    except json.JSONDecodeError as e:
-        raise KerasformerError(f"config file {config_path} is not valid JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise KerasformerError(f"config file {config_path} is not UTF-8 text ({e.reason} at byte "
+                               f"{e.start})") from None
+    except (ValueError, RecursionError) as e:  # bad JSON, 100k-deep nesting, huge ints
+        raise KerasformerError(f"config file {config_path} is not valid JSON: {str(e)[:200]}") from None
+    if not isinstance(config, dict):
+        raise KerasformerError(f"config file {config_path} must hold a JSON object (name: value), "
+                               f"got a JSON {type(config).__name__}")
     renames = {
         "max_position_embeddings": "max_position",
         "hidden_dropout_prob": "dropout_rate",
@@ -364,6 +414,23 @@ class TransformerModel(keras.Model):
         model = super().from_config(config, custom_objects=custom_objects)
         model.settings = settings
         return model
+
+    # Saves are atomic and accept bert4keras' names ('best_model.weights', 'x.model'):
+    # see kerasformer.saving for the naming rule.
+    def save(self, filepath, overwrite=True, **kwargs):
+        from kerasformer import saving
+
+        return saving.save_model(self, filepath, overwrite=overwrite, **kwargs)
+
+    def save_weights(self, filepath, overwrite=True, **kwargs):
+        from kerasformer import saving
+
+        return saving.save_weights(self, filepath, overwrite=overwrite, **kwargs)
+
+    def load_weights(self, filepath, **kwargs):
+        from kerasformer import saving
+
+        return saving.load_weights(self, filepath, **kwargs)
 
 
 def _jsonable(settings):

@@ -8,8 +8,10 @@ produces token ids identical to Hugging Face's `BertTokenizer` /
 
 Text rules (BERT's "basic tokenizer", then greedy WordPiece):
 
-1. control characters (Unicode category C*, except \\t \\n \\r), NUL and
-   U+FFFD are dropped; every whitespace character becomes a space;
+1. control, format, private-use and surrogate characters (Unicode Cc, Cf, Co,
+   Cs, except \\t \\n \\r), NUL and U+FFFD are dropped; unassigned code points
+   (Cn) are kept, so their word becomes [UNK], as in `BertTokenizerFast` (HF's
+   slow tokenizer drops them); every whitespace character becomes a space;
 2. every CJK ideograph (BERT's CJK ranges) becomes a word of its own;
 3. with `do_lower_case`: lower-case, NFD-decompose and drop non-spacing marks
    (accents), like BERT uncased;
@@ -75,6 +77,9 @@ _CJK_RANGES = (
 _CJK_FULLMATCH = re.compile(
     "[%s]" % "".join("%s-%s" % (chr(a), chr(b)) for a, b in _CJK_RANGES)
 ).fullmatch
+# Unicode categories deleted before tokenizing (see Tokenizer._is_control)
+_DELETED_CATEGORIES = frozenset(("Cc", "Cf", "Co", "Cs"))
+
 # BERT treats every non-alphanumeric printable ASCII character as punctuation
 # ('$', '^', '`', '+', ... are not Unicode P* but are split anyway).
 _ASCII_PUNCTUATION = frozenset(
@@ -761,13 +766,15 @@ class Tokenizer(TokenizerBase):
 
     @staticmethod
     def _is_control(ch):
-        """Control character that BERT deletes: Unicode C* except \\t, \\n, \\r.
+        """Character deleted before tokenizing: Unicode Cc, Cf, Co, Cs except \\t, \\n, \\r.
 
-        bert4keras only counted Cc and Cf; BERT and HF also delete private-use
-        (Co), unassigned (Cn) and surrogate (Cs) code points, and so do we so
-        that ids match.
+        Chosen to match HF's `BertTokenizerFast` (the Rust tokenizer HF users compare
+        against): it deletes control, format and private-use characters but keeps
+        unassigned (Cn) code points, which then make their word [UNK]. bert4keras
+        deletes only Cc and Cf (keeping Co and Cn, also [UNK]); HF's slow tokenizer
+        and original BERT delete every C* category.
         """
-        return ch not in "\t\n\r" and unicodedata.category(ch)[0] == "C"
+        return ch not in "\t\n\r" and unicodedata.category(ch) in _DELETED_CATEGORIES
 
     @staticmethod
     def _is_special(ch):
