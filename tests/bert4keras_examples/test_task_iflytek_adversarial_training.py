@@ -26,4 +26,5 @@ def test_fgm_as_bert4keras_example(example):
     gradients at the perturbed embeddings only (kerasformer.training's accumulate=False)."""
     trick = example["model"]._kerasformer_trick
     assert trick.name == "adversarial_training"
-    assert trick.settings == {"embedding_name": "Embedding-Token", "epsilon": 0.5, "accumulate": False}
+    settings = trick.settings
+    assert (settings["embedding_name"], settings["epsilon"], settings["accumulate"]) == ("Embedding-Token", 0.5, False)

@@ -99,9 +99,9 @@ model.compile(
 )
 
 
-# kerasformer: bert4keras' hand-written FGM (adversarial_training here) needs K.gradients,
-# K.function and model._make_train_function, which Keras 3 does not have. The documented
-# port (docs/porting.md) takes the same function from kerasformer.training instead:
+# kerasformer: the definition of adversarial_training is deleted (it needs K.gradients,
+# K.function and model._make_train_function, which Keras 3 does not have); the documented
+# port (docs/porting.md) imports the same trick from kerasformer.training:
 from kerasformer.training import adversarial_training
 
 

@@ -93,32 +93,13 @@ model = keras.models.Model(bert.model.input, output)
 model.summary()
 
 
-def sparse_categorical_crossentropy(y_true, y_pred):
-    """自定义稀疏交叉熵
-    这主要是因为keras自带的sparse_categorical_crossentropy不支持求二阶梯度。
-    """
-    y_true = K.reshape(y_true, K.shape(y_pred)[:-1])
-    y_true = K.cast(y_true, 'int32')
-    y_true = K.one_hot(y_true, K.shape(y_pred)[-1])
-    return K.categorical_crossentropy(y_true, y_pred)
-
-
-def loss_with_gradient_penalty(y_true, y_pred, epsilon=1):
-    """带梯度惩罚的loss
-    """
-    loss = K.mean(sparse_categorical_crossentropy(y_true, y_pred))
-    embeddings = search_layer(y_pred, 'Embedding-Token').embeddings
-    gp = K.sum(K.gradients(loss, [embeddings])[0].values**2)
-    return loss + 0.5 * epsilon * gp
-
-
-# kerasformer: loss_with_gradient_penalty needs K.gradients inside the loss, which Keras 3
-# does not have. The documented port (docs/porting.md) compiles the plain loss and adds the
-# same penalty with kerasformer.training.gradient_penalty:
+# kerasformer: sparse_categorical_crossentropy and loss_with_gradient_penalty (K.gradients
+# inside a loss, which Keras 3 does not have) are deleted; the documented port
+# (docs/porting.md) compiles the plain loss and adds the same penalty in one call:
 from kerasformer.training import gradient_penalty
 
 model.compile(
-    loss=sparse_categorical_crossentropy,
+    loss='sparse_categorical_crossentropy',
     optimizer=Adam(2e-5),
     metrics=['sparse_categorical_accuracy'],
 )
