@@ -1,7 +1,8 @@
 #! -*- coding:utf-8 -*-
 # Ported from bert4keras 0.11.5 examples/task_iflytek_adversarial_training.py for kerasformer's test suite
 # (tests/bert4keras_examples): imports bert4keras.X -> kerasformer.X, paths -> the tiny
-# random checkpoint and data the test writes, sizes marked '# tiny'. Nothing else changed.
+# random checkpoint and data the test writes, sizes marked '# tiny', and docs/porting.md's
+# two-line change for the trick (marked 'kerasformer:'). Nothing else changed.
 # 通过对抗训练增强模型的泛化性能
 # 比CLUE榜单公开的同数据集上的BERT base的成绩高2%
 # 数据集：IFLYTEK' 长文本分类 (https://github.com/CLUEbenchmark/CLUE)
