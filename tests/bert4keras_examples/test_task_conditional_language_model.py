@@ -4,7 +4,7 @@ layer masked by the model's padding mask, and nucleus sampling."""
 import numpy as np
 import pytest
 
-from .conftest import assert_padding_invariant, assert_trained, first_batch, run_port
+from .conftest import assert_padding_invariant, assert_trained, first_batch, row_loss, run_port
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +24,16 @@ def test_samples_per_label(example):
 
 
 def test_label_changes_the_output(example):
-    """The condition reaches the model: the same tokens under the two labels differ."""
-    x, _ = first_batch(example["data_generator"](example["data"], 4))
+    """The condition reaches the model: the same tokens under the two labels give different
+    losses. bert4keras starts conditional LayerNorm's dense layers at zero, so after the
+    example's one training step the difference is small, but far above float32 rounding."""
+    x, _ = first_batch(example["data_generator"](example["data"], 8))
     model = example["model"]
     zeros, ones = np.zeros_like(x[2]), np.ones_like(x[2])
-    assert not np.isclose(model.test_on_batch([x[0], x[1], zeros]),
-                          model.test_on_batch([x[0], x[1], ones]))
+    a, b = row_loss(model, [x[0], x[1], zeros]), row_loss(model, [x[0], x[1], ones])
+    assert abs(a - b) > 1e-6 * abs(a), (a, b)
 
 
 def test_lm_loss_ignores_padding(example):
-    x, _ = first_batch(example["data_generator"](example["data"], 4))
+    x, _ = first_batch(example["data_generator"](example["data"], 8))
     assert_padding_invariant(example["model"], x)

@@ -1,8 +1,10 @@
 """bert4keras' task_sentence_similarity_lcqmc, ported: sentence-pair classification on the
 pooled output (set_gelu('tanh'), Adam, save / load 'best_model.weights')."""
+import math
+
 import pytest
 
-from .conftest import assert_trained, run_port
+from .conftest import assert_trains_on_batch, first_batch, run_port
 
 
 @pytest.fixture(scope="module")
@@ -11,7 +13,10 @@ def example(example_root, tiny_bert, port_dir):
 
 
 def test_trains(example):
-    assert_trained(example["model"])
+    """The example's head has Dropout(0.1): its fit losses are noisy, so the check is on the
+    inference loss of one batch before and after two steps."""
+    assert all(math.isfinite(v) for v in example["model"].history.history["loss"])
+    assert_trains_on_batch(example["model"], *first_batch(example["train_generator"]))
 
 
 def test_evaluates(example):

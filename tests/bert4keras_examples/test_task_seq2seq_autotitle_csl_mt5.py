@@ -15,7 +15,8 @@ def test_trains(example):
 
 
 def test_generates_and_evaluates(example):
-    assert isinstance(example["autotitle"].generate(example["test_data"][0][1], topk=2), str)
+    # the Evaluator's own input: on JAX every decoder step shape compiles once
+    assert isinstance(example["autotitle"].generate(example["valid_data"][0][1]), str)
     metrics = example["Evaluator"]().evaluate(example["valid_data"])
     assert set(metrics) == {"rouge-1", "rouge-2", "rouge-l", "bleu"}
 

@@ -25,7 +25,7 @@ from keras.models import Model
 maxlen = 32  # tiny (was 128)
 batch_size = 8  # tiny (was 32)
 num_classes = 2
-epochs = 3  # tiny (was 20)
+epochs = 2  # tiny (was 20)
 
 # bert配置
 config_path = 'kg/bert/bert_config.json'

@@ -20,7 +20,7 @@ from keras.models import Model
 maxlen = 32  # tiny (was 256)
 batch_size = 4  # tiny (was 16)
 steps_per_epoch = 1  # tiny (was 1000)
-epochs = 3  # tiny (was 10000)
+epochs = 2  # tiny (was 10000)
 
 # bert配置
 config_path = 'kg/bert/bert_config.json'

@@ -24,7 +24,7 @@ max_p_len = 24  # tiny (was 128)
 max_q_len = 8  # tiny (was 64)
 max_a_len = 4  # tiny (was 16)
 batch_size = 4  # tiny (was 32)
-epochs = 3  # tiny (was 100)
+epochs = 2  # tiny (was 100)
 
 # bert配置
 config_path = 'kg/bert/bert_config.json'

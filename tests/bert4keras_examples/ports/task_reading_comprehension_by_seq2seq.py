@@ -24,7 +24,7 @@ max_q_len = 8  # tiny (was 64)
 max_a_len = 4  # tiny (was 32)
 max_qa_len = max_q_len + max_a_len
 batch_size = 4  # tiny (was 32)
-epochs = 3  # tiny (was 8)
+epochs = 2  # tiny (was 8)
 
 # bert配置
 config_path = 'kg/bert/bert_config.json'

@@ -128,7 +128,7 @@ if __name__ == '__main__':
     model.fit(
         train_generator.forfit(),
         steps_per_epoch=len(train_generator),
-        epochs=3,  # tiny (was 20)
+        epochs=2,  # tiny (was 20)
         callbacks=[evaluator]
     )
 

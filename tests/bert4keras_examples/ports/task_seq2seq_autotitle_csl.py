@@ -24,7 +24,7 @@ from nltk.translate.bleu_score import sentence_bleu, SmoothingFunction
 # 基本参数
 maxlen = 32  # tiny (was 256)
 batch_size = 4  # tiny (was 16)
-epochs = 3  # tiny (was 20)
+epochs = 2  # tiny (was 20)
 
 # bert配置
 config_path = 'kg/bert/bert_config.json'

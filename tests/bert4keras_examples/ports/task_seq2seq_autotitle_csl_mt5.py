@@ -25,9 +25,9 @@ from nltk.translate.bleu_score import sentence_bleu, SmoothingFunction
 
 # 基本参数
 max_c_len = 24  # tiny (was 256)
-max_t_len = 8  # tiny (was 32)
+max_t_len = 4  # tiny (was 32)
 batch_size = 4  # tiny (was 16)
-epochs = 3  # tiny (was 40)
+epochs = 2  # tiny (was 40)
 
 # 模型路径
 config_path = 'kg/mt5/mt5_config.json'

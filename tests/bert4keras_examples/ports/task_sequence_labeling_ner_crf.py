@@ -19,7 +19,7 @@ from keras.models import Model
 from tqdm import tqdm
 
 maxlen = 32  # tiny (was 256)
-epochs = 3  # tiny (was 10)
+epochs = 2  # tiny (was 10)
 batch_size = 4  # tiny (was 32)
 bert_layers = 1  # tiny (was 12)
 learning_rate = 2e-5  # bert_layers越小，学习率应该要越大
