@@ -141,9 +141,22 @@ def run_port(name, root, tmp_path):
     return namespace
 
 
-@pytest.fixture(scope="module")
-def port_dir(tmp_path_factory, request):
-    return tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+def port_fixture(name, checkpoint="tiny_bert"):
+    """A module-scoped fixture ``example``: the globals of ``ports/<name>.py`` after running
+    it on the tiny ``checkpoint`` fixture's model (in a test file: ``example = port_fixture(...)``)."""
+    @pytest.fixture(scope="module")
+    def example(request, example_root, tmp_path_factory):
+        request.getfixturevalue(checkpoint)
+        return run_port(name, example_root, tmp_path_factory.mktemp(name))
+
+    return example
+
+
+def assert_predicts_to_file(example, in_file, out_file, lines):
+    """The port's ``predict_to_file(in_file, out_file)`` writes one line per input."""
+    example["predict_to_file"](str(in_file), str(out_file))
+    with open(out_file, encoding="utf-8") as f:
+        assert len(f.read().splitlines()) == lines
 
 
 def first_batch(generator):

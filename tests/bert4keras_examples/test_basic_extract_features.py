@@ -1,14 +1,11 @@
 """bert4keras' basic_extract_features, ported (ports/basic_extract_features.py): encode a
 sentence, predict the sequence output, save with ``model.save('test.model')`` and reload."""
 import numpy as np
-import pytest
 
-from .conftest import run_port
+from .conftest import port_fixture
 
 
-@pytest.fixture(scope="module")
-def example(example_root, tiny_bert, port_dir):
-    return run_port("basic_extract_features", example_root, port_dir)
+example = port_fixture("basic_extract_features")
 
 
 def test_features_and_reload(example, tiny_bert):

@@ -1,12 +1,9 @@
 """bert4keras' basic_gibbs_sampling_via_mlm, ported: Gibbs sampling with the MLM head."""
-import pytest
 
-from .conftest import run_port
+from .conftest import port_fixture
 
 
-@pytest.fixture(scope="module")
-def example(example_root, tiny_bert, port_dir):
-    return run_port("basic_gibbs_sampling_via_mlm", example_root, port_dir)
+example = port_fixture("basic_gibbs_sampling_via_mlm")
 
 
 def test_samples(example):

@@ -1,13 +1,10 @@
 """bert4keras' basic_masked_language_model, ported: MLM probabilities at masked positions."""
 import numpy as np
-import pytest
 
-from .conftest import run_port
+from .conftest import port_fixture
 
 
-@pytest.fixture(scope="module")
-def example(example_root, tiny_bert, port_dir):
-    return run_port("basic_masked_language_model", example_root, port_dir)
+example = port_fixture("basic_masked_language_model")
 
 
 def test_mlm_probabilities_decode(example):

@@ -2,14 +2,11 @@
 label through conditional LayerNorm (layer_norm_cond, additional_input_layers), a ``Loss``
 layer masked by the model's padding mask, and nucleus sampling."""
 import numpy as np
-import pytest
 
-from .conftest import assert_padding_invariant, assert_trained, first_batch, row_loss, run_port
+from .conftest import assert_padding_invariant, assert_trained, first_batch, row_loss, port_fixture
 
 
-@pytest.fixture(scope="module")
-def example(example_root, tiny_bert, port_dir):
-    return run_port("task_conditional_language_model", example_root, port_dir)
+example = port_fixture("task_conditional_language_model")
 
 
 def test_trains(example):

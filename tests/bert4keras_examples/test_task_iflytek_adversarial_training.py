@@ -1,13 +1,10 @@
 """bert4keras' task_iflytek_adversarial_training, ported with the documented two-line change
 (the hand-written FGM -> ``kerasformer.training.adversarial_training``)."""
-import pytest
 
-from .conftest import assert_trained, run_port
+from .conftest import assert_predicts_to_file, assert_trained, port_fixture
 
 
-@pytest.fixture(scope="module")
-def example(example_root, tiny_bert, port_dir):
-    return run_port("task_iflytek_adversarial_training", example_root, port_dir)
+example = port_fixture("task_iflytek_adversarial_training")
 
 
 def test_trains(example):
@@ -16,9 +13,8 @@ def test_trains(example):
 
 def test_evaluates_and_predicts_to_file(example, example_root, tmp_path):
     assert 0.0 <= example["evaluate"](example["valid_generator"]) <= 1.0
-    out = tmp_path / "iflytek_predict.json"
-    example["predict_to_file"](str(example_root / "datasets/iflytek/test.json"), str(out))
-    assert len(out.read_text().splitlines()) == 2
+    assert_predicts_to_file(example, example_root / "datasets/iflytek/test.json",
+                            tmp_path / "iflytek_predict.json", lines=2)
 
 
 def test_fgm_as_bert4keras_example(example):

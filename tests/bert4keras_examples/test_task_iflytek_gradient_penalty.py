@@ -2,12 +2,10 @@
 (``loss_with_gradient_penalty`` -> ``kerasformer.training.gradient_penalty``)."""
 import pytest
 
-from .conftest import assert_trained, first_batch, run_port
+from .conftest import assert_predicts_to_file, assert_trained, first_batch, port_fixture
 
 
-@pytest.fixture(scope="module")
-def example(example_root, tiny_bert, port_dir):
-    return run_port("task_iflytek_gradient_penalty", example_root, port_dir)
+example = port_fixture("task_iflytek_gradient_penalty")
 
 
 def test_trains(example):
@@ -16,9 +14,8 @@ def test_trains(example):
 
 def test_evaluates_and_predicts_to_file(example, example_root, tmp_path):
     assert 0.0 <= example["evaluate"](example["valid_generator"]) <= 1.0
-    out = tmp_path / "iflytek_predict.json"
-    example["predict_to_file"](str(example_root / "datasets/iflytek/test.json"), str(out))
-    assert len(out.read_text().splitlines()) == 2
+    assert_predicts_to_file(example, example_root / "datasets/iflytek/test.json",
+                            tmp_path / "iflytek_predict.json", lines=2)
 
 
 def test_penalty_as_bert4keras_example(example):

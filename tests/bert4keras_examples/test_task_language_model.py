@@ -1,14 +1,11 @@
 """bert4keras' task_language_model, ported: application='lm' (implies the MLM head), a
 ``Loss`` layer masked by the model's padding mask, story continuation by nucleus sampling."""
 import numpy as np
-import pytest
 
-from .conftest import assert_padding_invariant, assert_trained, first_batch, run_port
+from .conftest import assert_padding_invariant, assert_trained, first_batch, port_fixture
 
 
-@pytest.fixture(scope="module")
-def example(example_root, tiny_bert, port_dir):
-    return run_port("task_language_model", example_root, port_dir)
+example = port_fixture("task_language_model")
 
 
 def test_trains(example):

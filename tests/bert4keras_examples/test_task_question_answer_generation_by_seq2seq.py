@@ -1,14 +1,11 @@
 """bert4keras' task_question_answer_generation_by_seq2seq, ported: UniLM with a ``Loss``
 layer; sample an answer, then beam-search a question."""
 import numpy as np
-import pytest
 
-from .conftest import assert_padding_invariant, assert_trained, first_batch, run_port
+from .conftest import assert_padding_invariant, assert_trained, first_batch, port_fixture
 
 
-@pytest.fixture(scope="module")
-def example(example_root, tiny_bert, port_dir):
-    return run_port("task_question_answer_generation_by_seq2seq", example_root, port_dir)
+example = port_fixture("task_question_answer_generation_by_seq2seq")
 
 
 def test_trains(example):

@@ -1,13 +1,10 @@
 """bert4keras' task_reading_comprehension_by_mlm, ported: answers as MLM predictions at
 [MASK] slots, a compiled masked cross-entropy, passage-constrained argmax decoding."""
-import pytest
 
-from .conftest import assert_padding_invariant, assert_trained, first_batch, run_port
+from .conftest import assert_padding_invariant, assert_trained, first_batch, port_fixture
 
 
-@pytest.fixture(scope="module")
-def example(example_root, tiny_bert, port_dir):
-    return run_port("task_reading_comprehension_by_mlm", example_root, port_dir)
+example = port_fixture("task_reading_comprehension_by_mlm")
 
 
 def test_trains(example):

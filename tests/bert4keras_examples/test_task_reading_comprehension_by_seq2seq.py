@@ -1,13 +1,10 @@
 """bert4keras' task_reading_comprehension_by_seq2seq, ported: UniLM answer generation with
 a ``Loss`` layer, and extractive beam search voting over several passages (use_states)."""
-import pytest
 
-from .conftest import assert_padding_invariant, assert_trained, first_batch, run_port
+from .conftest import assert_padding_invariant, assert_trained, first_batch, port_fixture
 
 
-@pytest.fixture(scope="module")
-def example(example_root, tiny_bert, port_dir):
-    return run_port("task_reading_comprehension_by_seq2seq", example_root, port_dir)
+example = port_fixture("task_reading_comprehension_by_seq2seq")
 
 
 def test_trains(example):

@@ -2,14 +2,11 @@
 pooled output (set_gelu('tanh'), Adam, save / load 'best_model.weights')."""
 import math
 
-import pytest
 
-from .conftest import assert_trains_on_batch, first_batch, run_port
+from .conftest import assert_trains_on_batch, first_batch, port_fixture
 
 
-@pytest.fixture(scope="module")
-def example(example_root, tiny_bert, port_dir):
-    return run_port("task_sentence_similarity_lcqmc", example_root, port_dir)
+example = port_fixture("task_sentence_similarity_lcqmc")
 
 
 def test_trains(example):

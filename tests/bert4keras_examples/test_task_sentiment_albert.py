@@ -1,13 +1,10 @@
 """bert4keras' task_sentiment_albert, ported: ALBERT sentiment classification on [CLS] with
 ``extend_with_piecewise_linear_lr(Adam)``."""
-import pytest
 
-from .conftest import assert_trained, run_port
+from .conftest import assert_trained, port_fixture
 
 
-@pytest.fixture(scope="module")
-def example(example_root, tiny_albert, port_dir):
-    return run_port("task_sentiment_albert", example_root, port_dir)
+example = port_fixture("task_sentiment_albert", "tiny_albert")
 
 
 def test_trains(example):

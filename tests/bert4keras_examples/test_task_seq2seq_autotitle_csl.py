@@ -1,13 +1,10 @@
 """bert4keras' task_seq2seq_autotitle_csl, ported: UniLM title generation (application=
 'unilm' implies the MLM head), a ``Loss`` layer, beam search and the Rouge / BLEU evaluator."""
-import pytest
 
-from .conftest import assert_padding_invariant, assert_trained, first_batch, run_port
+from .conftest import assert_padding_invariant, assert_trained, first_batch, port_fixture
 
 
-@pytest.fixture(scope="module")
-def example(example_root, tiny_bert, port_dir):
-    return run_port("task_seq2seq_autotitle_csl", example_root, port_dir)
+example = port_fixture("task_seq2seq_autotitle_csl")
 
 
 def test_trains(example):

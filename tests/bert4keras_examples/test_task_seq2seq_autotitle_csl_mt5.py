@@ -1,13 +1,10 @@
 """bert4keras' task_seq2seq_autotitle_csl_mt5, ported: mT5 with keep_tokens, a ``Loss`` layer
 masked by the decoder's own padding mask, and beam search on the decoder."""
-import pytest
 
-from .conftest import assert_padding_invariant, assert_trained, first_batch, run_port
+from .conftest import assert_padding_invariant, assert_trained, first_batch, port_fixture
 
 
-@pytest.fixture(scope="module")
-def example(example_root, tiny_mt5, port_dir):
-    return run_port("task_seq2seq_autotitle_csl_mt5", example_root, port_dir)
+example = port_fixture("task_seq2seq_autotitle_csl_mt5", "tiny_mt5")
 
 
 def test_trains(example):

@@ -1,12 +1,9 @@
 """bert4keras' task_sequence_labeling_cws_crf, ported: BERT + CRF word segmentation."""
-import pytest
 
-from .conftest import assert_padding_invariant, assert_trained, first_batch, run_port
+from .conftest import assert_padding_invariant, assert_trained, first_batch, port_fixture
 
 
-@pytest.fixture(scope="module")
-def example(example_root, tiny_bert, port_dir):
-    return run_port("task_sequence_labeling_cws_crf", example_root, port_dir)
+example = port_fixture("task_sequence_labeling_cws_crf")
 
 
 def test_trains(example):
