@@ -106,14 +106,47 @@ def check_config(config, origin=""):
             raise KerasformerError(f"{key} must be a list of token ids{_where(origin)}, got "
                                    f"{brief(ids)}")
     act = config.get("hidden_act")
-    if act is not None and not (isinstance(act, str) or callable(act) or (
-            isinstance(act, (list, tuple)) and all(isinstance(a, str) or callable(a) for a in act))):
-        raise KerasformerError(f"hidden_act must be an activation name{_where(origin)}, got "
-                               f"{brief(act)}")
+    if act is not None:
+        _check_activation(act, origin)
+
+
+def _check_activation(act, origin):
+    from kerasformer.layers.activations import get_activation
+
+    names = act if isinstance(act, (list, tuple)) and act else [act]
+    for name in names:
+        try:
+            if not (isinstance(name, str) or callable(name)):
+                raise ValueError(name)
+            get_activation(name)
+        except ValueError:  # Keras' word for an unknown identifier
+            raise KerasformerError(f"hidden_act must be an activation name{_where(origin)}, "
+                                   f"got {brief(act)}") from None
 
 
 def _is_pair(c):
     return len(c) == 2 and all(isinstance(x, (list, tuple)) for x in c)
+
+
+# A config whose tables would hold more parameters than this is refused before Keras tries
+# to allocate them (a typo'd or hostile vocab_size=10**12); raise it for a bigger model.
+MAX_PARAMETERS = 2 ** 33
+
+
+def check_model_size(config, origin=""):
+    """Refuse a config whose embedding and block matrices exceed ``MAX_PARAMETERS``."""
+    get = lambda key, default=0: config.get(key) or default  # noqa: E731
+    hidden = get("hidden_size", 1)
+    embedding = get("embedding_size", hidden)
+    layers, inner = get("num_hidden_layers"), get("intermediate_size")
+    total = ((get("vocab_size") + get("max_position") + get("segment_vocab_size")) * embedding
+             + layers * (4 * hidden * hidden + 2 * hidden * inner))
+    if total > MAX_PARAMETERS:
+        raise KerasformerError(
+            f"the config{_where(origin)} describes about {total:.3g} parameters, more than "
+            f"kerasformer.validation.MAX_PARAMETERS = {MAX_PARAMETERS:.3g}; check vocab_size, "
+            "hidden_size, intermediate_size, num_hidden_layers and max_position (or raise the "
+            "limit for a model that big)")
 
 
 # ------------------------------------------------------------------ generate()

@@ -80,6 +80,21 @@ def test_shared_nested_persistent_id_fails_fast(tmp_path):
     assert int(out.stdout.split()[1]) < 1000
 
 
+@pytest.mark.parametrize("layout", ["zip", "legacy"])
+def test_pickle_length_fields_are_checked_before_allocating(tmp_path, layout):
+    """BINBYTES declaring 1 GiB in a 20-byte pickle: the C unpickler allocates first."""
+    body = b"\x80\x02B\xff\xff\xff\x3f" + b"x" * 12
+    path = tmp_path / "liar.bin"
+    if layout == "zip":
+        _zip_checkpoint(path, body)
+    else:
+        path.write_bytes(body)
+    peak = _peak_bytes(lambda: load_torch_bin(path))
+    assert peak < 16 << 20, peak
+    with pytest.raises(CheckpointError, match="liar.bin"):
+        load_torch_bin(path)
+
+
 # ---- 2. stride-0 tensors --------------------------------------------------------------------
 
 

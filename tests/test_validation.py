@@ -118,7 +118,8 @@ BASE = {"vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1, "num_attent
     ("type_vocab_size", -1), ("layer_norm_eps", "x"), ("layer_norm_eps", 0),
     ("vocab_size", "50"), ("hidden_size", None), ("intermediate_size", True),
     ("hidden_dropout_prob", 1.0), ("attention_probs_dropout_prob", -0.1),
-    ("initializer_range", float("nan")), ("hidden_act", 3), ("pad_token_id", -1),
+    ("initializer_range", float("nan")), ("hidden_act", 3), ("hidden_act", "nope"),
+    ("pad_token_id", -1),
 ])
 def test_malformed_config_fields_are_named(tmp_path, field, value):
     path = tmp_path / "bert_config.json"
@@ -129,6 +130,17 @@ def test_malformed_config_fields_are_named(tmp_path, field, value):
     with pytest.raises(KerasformerError, match=f"{renamed} must .*bert_config.json") as info:
         build_transformer_model(str(path))
     assert "got" in str(info.value)
+
+
+def test_absurd_sizes_are_refused_before_allocating(tmp_path, monkeypatch):
+    path = tmp_path / "bert_config.json"
+    path.write_text(json.dumps({**BASE, "vocab_size": 10 ** 12}))
+    with pytest.raises(KerasformerError, match="MAX_PARAMETERS.*vocab_size"):
+        build_transformer_model(str(path))
+    path.write_text(json.dumps(BASE))
+    monkeypatch.setattr(validation, "MAX_PARAMETERS", 1000)  # the cap is the caller's to move
+    with pytest.raises(KerasformerError, match="bert_config.json describes about"):
+        build_transformer_model(str(path))
 
 
 def test_keyword_arguments_are_checked_too():

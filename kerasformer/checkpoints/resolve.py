@@ -70,8 +70,8 @@ class _SafetensorsFile:
     """One ``.safetensors`` file.
 
     The header is parsed here (it gives shapes and dtypes without touching data, lets us say
-    "truncated" precisely, and locates BF16 bytes, which safetensors' numpy API cannot return);
-    ``safetensors.safe_open`` validates the file as a whole and reads the other dtypes.
+    "truncated" precisely, and locates each tensor's bytes, read with one ``np.fromfile``);
+    ``safetensors.safe_open`` validates the file as a whole when it is opened.
     """
 
     def __init__(self, path: str):
@@ -157,23 +157,20 @@ class _SafetensorsFile:
 
     def get(self, name: str) -> np.ndarray:
         code, shape, begin, end = self._entries[name]
-        self.dtype(name)  # raises for float8
-        try:
-            if code == "BF16":
-                # bf16 is the top half of a float32: widen the bit pattern, exact.
-                bits = np.fromfile(self.path, dtype="<u2", count=(end - begin) // 2,
-                                   offset=self._data_start + begin)
-                if bits.size * 2 != end - begin:
-                    raise CheckpointError(f"{self.path} is truncated or corrupt (tensor {name!r} "
-                                          "ends past the end of the file)")
-                return (bits.astype(np.uint32) << 16).view(np.float32).reshape(shape)
-            arr = self._handle.get_tensor(name)
-        except KerasformerError:
-            raise
-        except Exception as exc:
-            raise CheckpointError(f"{self.path}: cannot read tensor {name!r}: truncated or "
-                                  f"corrupt ({exc})") from None
-        return np.asarray(arr).reshape(shape)
+        stored = np.dtype(self.dtype(name) if code != "BF16" else "u2").newbyteorder("<")
+        # One read into a fresh array: no memory map, whose touched pages would stay resident
+        # (a whole model's worth while loading), and no second copy (safe_open's get_tensor
+        # copies out of its map). safe_open validated the layout when the file was opened.
+        count = (end - begin) // stored.itemsize
+        arr = np.fromfile(self.path, dtype=stored, count=count, offset=self._data_start + begin)
+        if arr.size != count:
+            raise CheckpointError(f"{self.path} is truncated or corrupt (tensor {brief(name)} "
+                                  "ends past the end of the file)")
+        if code == "BF16":  # bf16 is the top half of a float32: widen the bit pattern, exact
+            return (arr.astype(np.uint32) << 16).view(np.float32).reshape(shape)
+        if not arr.dtype.isnative:
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        return arr.reshape(shape)
 
     def close(self) -> None:
         handle, self._handle = getattr(self, "_handle", None), None

@@ -18,7 +18,8 @@ Two on-disk layouts exist, and both are still common for BERT-era checkpoints:
 
 Tensors are rebuilt from (storage, offset, size, stride) with bounds checks, so
 views, transposes, 0-d tensors and tensors sharing one storage come out exactly
-as torch would give them; no returned array shares memory with another.  numpy has no
+as torch would give them; no returned array shares memory with another (expanded,
+stride-0 tensors stay read-only views of their own bytes).  numpy has no
 bfloat16, so bfloat16 tensors come back as float32 (exact: bf16 is the top half
 of a float32).
 
@@ -40,6 +41,7 @@ import itertools
 import math
 import os
 import pickle
+import pickletools
 import struct
 import sys
 import uuid
@@ -364,6 +366,44 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self._persistent(pid)
 
 
+class _Capped:
+    """A file whose ``read(n)`` never asks for more than the file still holds: a pickle's
+    declared length reaches ``read`` as is, and a buffered file allocates ``n`` bytes first."""
+
+    def __init__(self, fh):
+        self._fh = fh
+        self._size = os.fstat(fh.fileno()).st_size
+
+    def read(self, n=-1):
+        left = max(0, self._size - self._fh.tell())
+        return self._fh.read(left if n is None or n < 0 or n > left else n)
+
+    def readline(self, limit=-1):
+        return self._fh.readline(limit)
+
+    def tell(self):
+        return self._fh.tell()
+
+    def seek(self, pos, whence=0):
+        return self._fh.seek(pos, whence)
+
+    def fileno(self):
+        return self._fh.fileno()
+
+
+def _prescan(stream):
+    """Walk the pickle's opcodes (no object is built) and rewind: a length field that reaches
+    past the data fails here, before the C unpickler allocates that many bytes for it."""
+    start = stream.tell()
+    try:
+        for _ in pickletools.genops(stream):
+            pass
+    except (ValueError, EOFError) as exc:  # pickletools' words for malformed / truncated
+        raise _Corrupt(f"malformed pickle ({str(exc)[:120]})") from None
+    stream.seek(start)
+    return stream
+
+
 def _ascii(value) -> str:
     # Python-2 era files may hold bytes where newer ones hold str (torch: _maybe_decode_ascii).
     return value.decode("ascii") if isinstance(value, bytes) else value
@@ -467,17 +507,18 @@ class TorchBinReader:
             return storages[key]
 
         _check_record_size(self._zip.getinfo(pickles[0]), archive_size)
-        data = self._zip.read(pickles[0])
-        return _RestrictedUnpickler(io.BytesIO(data), self.path, persistent_load).load()
+        data = io.BytesIO(self._zip.read(pickles[0]))
+        _prescan(data)
+        return _RestrictedUnpickler(data, self.path, persistent_load).load()
 
     def _open_legacy(self):
         self.layout = "legacy"
-        fh = self._fh
+        fh = _Capped(self._fh)
         if fh.read(1) != b"\x80":
             fh.seek(0)
             import tarfile
 
-            if tarfile.is_tarfile(fh):
+            if tarfile.is_tarfile(self._fh):
                 raise CheckpointError(
                     f"{self.path} uses the tar layout of torch < 0.4, which kerasformer does not "
                     "read; re-save it with a newer torch"
@@ -488,19 +529,19 @@ class TorchBinReader:
                 f"{self.path} is not a PyTorch checkpoint (it starts neither like a zip archive "
                 "nor like a pickle): truncated or corrupt, or another format")
         fh.seek(0)
-        magic = _RestrictedUnpickler(fh, self.path).load()
+        magic = _RestrictedUnpickler(_prescan(fh), self.path).load()
         if magic != _LEGACY_MAGIC:
             raise CheckpointError(
                 f"{self.path} is a pickle but not a PyTorch checkpoint (no torch magic number)"
             )
-        protocol = _RestrictedUnpickler(fh, self.path).load()
+        protocol = _RestrictedUnpickler(_prescan(fh), self.path).load()
         if protocol != _LEGACY_PROTOCOL:
             raise _Corrupt(f"unknown legacy protocol version {brief(protocol)}")
         # sys info records the writer's byte order.  torch wrote the storage *data* little-endian
         # on every machine (writeFileRaw byte-swaps on big-endian hosts), so it does not change
         # how data is read; only the 8-byte element counts were native-order in old versions,
         # which the storage walk below allows for.
-        self.sys_info = _RestrictedUnpickler(fh, self.path).load()
+        self.sys_info = _RestrictedUnpickler(_prescan(fh), self.path).load()
 
         roots: dict[str, _StorageRef] = {}  # storage key -> the whole stored storage
         views: dict[str, _StorageRef] = {}
@@ -537,8 +578,8 @@ class TorchBinReader:
                                               offset * itemsize)
             return views[view_key]
 
-        obj = _RestrictedUnpickler(fh, self.path, persistent_load).load()
-        keys = _RestrictedUnpickler(fh, self.path).load()
+        obj = _RestrictedUnpickler(_prescan(fh), self.path, persistent_load).load()
+        keys = _RestrictedUnpickler(_prescan(fh), self.path).load()
         if not isinstance(keys, list):
             raise _Corrupt("the storage key list is missing")
         # Walk the storages (count + bytes each) to learn where each one's bytes start.
@@ -755,7 +796,9 @@ def load_torch_bin(path) -> dict[str, np.ndarray]:
       dict of tensors under ``'state_dict'``, ``'model'`` or ``'module'`` (a training script's
       wrapper, e.g. ``{'model': ..., 'epoch': 3}``), that inner dict is returned.  Nested dicts
       are not flattened.
-    * No two arrays share memory (views and shared storages are copied apart).
+    * No two arrays share memory (views and shared storages are copied apart).  A tensor whose
+      strides overlap (``expand``, stride 0) comes back as a read-only strided view of its own
+      few bytes, as torch keeps it, not materialised.
     * bfloat16 tensors are returned as float32 (exact; numpy has no bfloat16).
     * Truncated or corrupt files raise ``CheckpointError`` naming the file.
     """

@@ -5,7 +5,7 @@ import os
 from kerasformer.errors import FamilyMismatchError, KerasformerError, WeightMismatchError
 from kerasformer.models.bert import BERT, RoBERTa
 from kerasformer.models.transformer import Transformer, load_config
-from kerasformer.validation import check_config
+from kerasformer.validation import check_config, check_model_size
 
 # model key -> family class, or "module:Class" imported on first use (one file per family)
 MODELS = {
@@ -119,6 +119,7 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
     check_config({k: v for k, v in configs.items() if k not in kwargs}, os.fspath(config_path)
                  if config_path is not None else "")
     check_config(kwargs, "the keyword arguments")
+    check_model_size({**configs, **kwargs}, os.fspath(config_path) if config_path is not None else "")
     configs.update(kwargs)
     configs["application"] = application
     required = [p.name for p in inspect.signature(Transformer.__init__).parameters.values()
