@@ -166,6 +166,11 @@ def cmd_info(args):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["words"]:  # numpy only: no backend to choose, no Keras
+        from kerasformer.words.cli import main as words_main
+
+        return words_main(argv[1:])
     parser = argparse.ArgumentParser(prog="kerasformer", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["jax", "torch", "tensorflow"],
                         help="Keras backend (default: $KERAS_BACKEND, else jax)")
@@ -178,6 +183,7 @@ def main(argv=None):
     info.add_argument("path", help="checkpoint file, TF prefix, or directory")
     info.add_argument("--config", help="config file (default: found next to the checkpoint)")
     info.add_argument("--model", help="family key (default: from the config or the names)")
+    sub.add_parser("words", help="word discovery, segmentation, domain terms (kerasformer words -h)")
     args = parser.parse_args(argv)
     if args.backend:
         if "keras" in sys.modules:

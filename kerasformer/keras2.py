@@ -67,7 +67,10 @@ def count_params(x):
 
 
 def variable(value, dtype=None, name=None, constraint=None):
-    return keras.Variable(value, dtype=dtype or floatx(), name=name, constraint=constraint)
+    if constraint is not None:
+        raise KerasformerError("K.variable(constraint=...): Keras 3 variables take no constraint; "
+                               "create the weight with layer.add_weight(constraint=...)")
+    return keras.Variable(value, dtype=dtype or floatx(), name=name)
 
 
 def constant(value, dtype=None, shape=None, name=None):

@@ -178,5 +178,7 @@ def test_feed_forward_defaults_to_relu_and_keras_names_served():
     close(ff(x), np.maximum(x @ k0 + b0, 0) @ k1 + b1)
     assert kl.Dense is keras.layers.Dense and kl.Lambda is keras.layers.Lambda
     assert kl.Loss.__module__ == "kerasformer.training"
+    assert kl.Layer is not keras.layers.Layer and kl.Layer().supports_masking
+    assert kl.integerize_shape(len) is len
     with pytest.raises(AttributeError):
         kl.NoSuchLayer  # noqa: B018

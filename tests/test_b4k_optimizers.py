@@ -207,3 +207,21 @@ def test_v2_names_and_config_round_trip():
     again = cls.from_config(config)
     assert again.include_in_lazy_optimization == ["Embedding"] and again._adafactor_lr is None
     assert keras.saving.get_custom_objects()["LazyAdaFactor"] is cls
+
+
+def test_extensions_stack_on_bert4keras_adam():
+    """bert4keras' examples: extend_with_piecewise_linear_lr(Adam) / EMA on its Adam."""
+    values, grads = data([(3, 2)])
+    schedule = {1: 1.0, 3: 0.5}
+    cls = ko.extend_with_exponential_moving_average(ko.extend_with_piecewise_linear_lr(ko.Adam))
+    optimizer = cls(0.1, lr_schedule=schedule, ema_momentum=0.5)
+    got = run(optimizer, values, grads)
+    w, m, v, want = values[0].astype("float64"), 0, 0, []
+    for t, (g,) in enumerate(grads, 1):
+        multiplier = float(ko.piecewise_linear(t - 1, schedule))  # the counter before the update
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        w = w - 0.1 * multiplier * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-6)
+        want.append([w.copy()])
+    check(got, want)
+    average = keras.ops.convert_to_numpy(optimizer._model_variables_moving_average[0].value)
+    assert np.all(np.isfinite(average)) and not np.allclose(average, got[-1][0])

@@ -16,7 +16,8 @@ from kerasformer.layers.normalization import LayerNorm
 from kerasformer.layers.positions import (RelativePositionEmbedding, SinusoidalPositionEmbedding,
                                           apply_rotary)
 from kerasformer.layers.compat import (Concatenate1D, GatedAttentionUnit, GlobalAveragePooling1D,  # noqa: I001
-                                       GlobalMaxPooling1D, LayerNormalization, ScaleOffset)
+                                       GlobalMaxPooling1D, Layer, LayerNormalization, ScaleOffset,
+                                       integerize_shape)
 from kerasformer.training import Loss
 
 # As bert4keras, which replaced them in keras.layers: Keras' own GlobalMaxPooling1D ignores the
@@ -31,7 +32,7 @@ __all__ = [
     "RelativePositionEmbedding", "SinusoidalPositionEmbedding", "apply_rotary", "BiasAdd", "Embedding", "FeedForward", "LayerNorm", "MultiHeadAttention",
     "PositionEmbedding", "TakeToken", "gelu_erf", "gelu_tanh", "get_activation",
     "Concatenate1D", "GatedAttentionUnit", "GlobalAveragePooling1D", "GlobalMaxPooling1D",
-    "LayerNormalization", "Loss", "ScaleOffset",
+    "Layer", "LayerNormalization", "Loss", "ScaleOffset", "integerize_shape",
 ]
 
 

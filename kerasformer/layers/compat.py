@@ -11,6 +11,19 @@ from kerasformer.backend_compat import align, apply_rotary_position_embeddings, 
 from kerasformer.errors import KerasformerError
 
 
+def integerize_shape(func):
+    """bert4keras' decorator for ``build``: Keras 3 shapes are already ints or None."""
+    return func
+
+
+class Layer(keras.layers.Layer):
+    """bert4keras' base layer: a ``keras.layers.Layer`` that passes masks through."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+
 def _is_set(value):
     return value is not False and value is not None
 
@@ -282,5 +295,5 @@ class GatedAttentionUnit(keras.layers.Layer):
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
 
 
-__all__ = ["Concatenate1D", "GatedAttentionUnit", "GlobalAveragePooling1D", "GlobalMaxPooling1D",
+__all__ = ["Layer", "integerize_shape", "Concatenate1D", "GatedAttentionUnit", "GlobalAveragePooling1D", "GlobalMaxPooling1D",
            "LayerNormalization", "ScaleOffset"]
