@@ -12,12 +12,21 @@ if "keras" not in sys.modules and "KERAS_BACKEND" not in os.environ:
 
 from kerasformer.errors import (CheckpointError, KerasformerError, UnsafeCheckpointError,  # noqa: E402
                                 WeightMismatchError)
-from kerasformer.models import build_transformer_model  # noqa: E402
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
+    # Keras is imported on first use of a model name, not by `import kerasformer`: the
+    # command line must choose the backend first, and `kerasformer --help` stays instant
+    if name == "build_transformer_model":
+        from kerasformer.models import build_transformer_model
+
+        return build_transformer_model
+    if name == "save_pretrained":
+        from kerasformer.pretrained import save_pretrained
+
+        return save_pretrained
     # the tokenizer and snippets are imported lazily: they need no Keras at all
     if name in ("Tokenizer", "load_vocab", "save_vocab"):
         from kerasformer.tokenizers import wordpiece
@@ -27,6 +36,10 @@ def __getattr__(name):
         from kerasformer.tokenizers.sentencepiece import SpTokenizer
 
         return SpTokenizer
+    if name in ("HFTokenizer", "load_tokenizer"):
+        from kerasformer.tokenizers import hf
+
+        return getattr(hf, name)
     if name in ("generate", "AutoRegressiveDecoder"):
         from kerasformer import generation
 
@@ -41,6 +54,7 @@ def __getattr__(name):
 
 __all__ = [
     "CheckpointError", "KerasformerError", "UnsafeCheckpointError", "WeightMismatchError",
-    "build_transformer_model", "generate", "AutoRegressiveDecoder", "Tokenizer", "SpTokenizer", "load_vocab", "save_vocab", "sequence_padding",
+    "build_transformer_model", "save_pretrained", "generate", "AutoRegressiveDecoder", "Tokenizer", "SpTokenizer",
+    "HFTokenizer", "load_tokenizer", "load_vocab", "save_vocab", "sequence_padding",
     "truncate_sequences", "DataGenerator", "text_segmentate", "to_array",
 ]

@@ -487,6 +487,39 @@ def recompute_call(layer, call):
     return wrapped
 
 
+def global_rng_state():
+    """The backend's global RNG state as a numpy array, or None where there is none to save.
+    Keras' torch dropout draws from torch's global generator when the layer has no explicit
+    seed (JAX draws from the layers' seed-generator variables), so an exact resume saves it."""
+    if name() == "torch":
+        import torch
+
+        return torch.get_rng_state().numpy().copy()
+    return None
+
+
+def set_global_rng_state(state):
+    if state is not None and name() == "torch":
+        import numpy as np
+        import torch
+
+        torch.set_rng_state(torch.from_numpy(np.asarray(state, dtype="uint8")))
+
+
+# ==================================================================== generative (kerasformer.generative)
+# The generative parts' train steps are pure functions of tensors (variable values in,
+# gradients out, see kerasformer.generative.training); only their compilation differs.
+
+def jit(fn):
+    """``fn``, a pure function of tensors (no variable reads outside a StatelessScope, no
+    Python branching on values), compiled with ``jax.jit`` on JAX; ``fn`` itself elsewhere."""
+    if name() == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
 # ==================================================================== bert4keras compatibility
 # ``from bert4keras.backend import keras, K, search_layer, sequence_masking, ...`` ports as
 # ``from kerasformer.backend import ...``: ``K`` (Keras 2's backend functions on keras.ops) lives
@@ -494,3 +527,6 @@ def recompute_call(layer, call):
 # they import layers, which import this module.
 from kerasformer import keras2 as K  # noqa: E402,F401,N812
 from kerasformer.backend_compat import *  # noqa: E402,F401,F403
+from kerasformer import keras_compat  # noqa: E402
+
+keras_compat.install()  # bert4keras' file names and nested lists on every keras.Model

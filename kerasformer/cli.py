@@ -1,10 +1,12 @@
-"""Command line: ``kerasformer demo`` and ``kerasformer info PATH``.
+"""Command line: ``kerasformer demo | info | convert | generate``.
 
 The backend is chosen before Keras is imported (``--backend`` or KERAS_BACKEND;
 JAX by default), which is why the heavy imports live inside the commands.
 """
 import argparse
+import collections.abc
 import os
+import re
 import sys
 import time
 
@@ -101,68 +103,269 @@ def cmd_demo(args):
     return 0
 
 
-def find_config(path):
+# ---------------------------------------------------------------- model folders
+def config_for(path, config=None):
+    """The config file for checkpoint ``path``: ``config``, else the one beside it."""
+    from kerasformer.models.transformer import find_config_file
+
+    if config is not None:
+        return config
     directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    for name in ("config.json", "bert_config.json"):
-        candidate = os.path.join(directory, name)
-        if os.path.exists(candidate):
-            return candidate
-    raise SystemExit(f"no config.json or bert_config.json next to {path}; pass --config")
+    return find_config_file(directory)
+
+
+class _ShapesOnly(collections.abc.Mapping):
+    """A checkpoint whose tensors are zeros of the stored shapes and dtypes: loading it
+    checks names and shapes without reading tensor data."""
+
+    def __init__(self, tensors):
+        self.tensors = tensors
+
+    def __getitem__(self, name):
+        import numpy as np
+
+        return np.zeros(self.tensors.shape(name), self.tensors.dtype(name))
+
+    def __iter__(self):
+        return iter(self.tensors)
+
+    def __len__(self):
+        return len(self.tensors)
+
+
+def family_of(config_file, tensors, model=None):
+    """``model``, else the family the config declares, else the one the weight names show
+    (None: bert4keras' default, BERT)."""
+    if model is not None:
+        return model
+    from kerasformer.models import declared_family, guess_family
+    from kerasformer.models.transformer import load_config
+
+    return declared_family(load_config(config_file), config_file) or guess_family(tensors.keys())
+
+
+def load_with_heads(path, config=None, model=None, read_weights=True):
+    """Build the family the checkpoint at ``path`` holds, with every head it holds, and
+    load it: ``(transformer, report, heads, tensors, config_file)``. Building uses zero
+    initialisers (the loaded values replace them; random ones cost a compile per shape on
+    JAX), and the head probes read shapes only. ``read_weights=False`` loads zeros."""
+    import logging
+
+    import keras
+
+    from kerasformer.checkpoints.resolve import open_checkpoint
+    from kerasformer.errors import KerasformerError
+    from kerasformer.models import _accepted_kwargs, make_transformer
+
+    logging.getLogger("kerasformer").setLevel(logging.ERROR)  # the commands print their reports
+
+    tensors = open_checkpoint(path)
+    config_file = config_for(path, config)
+    shapes = _ShapesOnly(tensors)
+
+    def build(source, **options):
+        transformer, _ = make_transformer(config_file, path, model, **options)
+        transformer.initializer = keras.initializers.Zeros()
+        transformer.build()
+        return transformer, transformer.load_weights_from_checkpoint(source)
+
+    model = family_of(config_file, tensors, model)
+    first, _ = make_transformer(config_file, path, model)
+    model = first.settings["model"] if first.settings else type(first)
+    accepted = _accepted_kwargs(type(first))
+    candidates = getattr(type(first), "info_heads", None) or [
+        h for h in ("with_pool", "with_nsp", "with_mlm", "with_lm") if h in accepted]
+    heads = {}
+    for head in candidates:  # each head alone: is every variable of it in the checkpoint?
+        try:
+            if not build(shapes, ignore_invalid_weights=True, **{head: True})[1].missing:
+                heads[head] = True
+        except KerasformerError:
+            pass
+    try:
+        build(shapes, ignore_invalid_weights=True, **heads)
+    except KerasformerError:  # heads that exclude each other (ELECTRA): keep the first
+        heads = dict(list(heads.items())[:1])
+    # absent heads off explicitly: GPT-2 and T5 have their LM head on by default
+    options = {h: h in heads for h in candidates}
+    transformer, report = build(tensors if read_weights else shapes, **options)
+    return transformer, report, heads, tensors, config_file
+
+
+_SIZE_SETTINGS = ("hidden_size", "intermediate_size", "vocab_size", "embedding_size", "max_position",
+                  "segment_vocab_size", "attention_head_size", "num_attention_heads")
+_LAYER_INDEX = re.compile(r"(?:layer_?|layer\.|block_|block\.|\bh\.?)(\d+)[/.]")
+
+
+def mismatch_sentence(transformer, names, error=None):
+    """One sentence saying how the config disagrees with the checkpoint ("config
+    hidden_size 64, checkpoint 32"), or None when nothing tells."""
+    from collections import Counter
+
+    found = []
+    pairs = Counter()
+    for line in str(error or "").splitlines():
+        m = re.search(r"model expects \(([\d, ]*)\), checkpoint tensor .* gives \(([\d, ]*)\)", line)
+        if not m:
+            continue
+        ours, theirs = ([int(d) for d in g.split(",") if d.strip()] for g in m.groups())
+        for a, b in zip(ours, theirs):
+            if a != b:
+                for setting in _SIZE_SETTINGS:
+                    if getattr(transformer, setting, None) == a:
+                        pairs[(setting, a, b)] += 1
+                        break
+    if pairs:
+        (setting, a, b), _ = max(pairs.items(), key=lambda kv: (kv[1], -_SIZE_SETTINGS.index(kv[0][0])))
+        found.append(f"config {setting} {a}, checkpoint {b}")
+    # a name's first index is its block's (T5's "block_001/layer_002"); decoders may differ
+    indices = [int(m.group(1)) for m in (_LAYER_INDEX.search(n) for n in names if "decoder" not in n) if m]
+    if indices and max(indices) + 1 != transformer.num_hidden_layers:
+        found.append(f"config num_hidden_layers {transformer.num_hidden_layers}, checkpoint {max(indices) + 1}")
+    if not found and error is not None:
+        lines = [line.strip() for line in str(error).splitlines() if "model expects" in line]
+        if lines:
+            found.append(f"{len(lines)} variables have other shapes in the checkpoint, e.g. {lines[0]}")
+    return "; ".join(found) or None
 
 
 def cmd_info(args):
-    from kerasformer.checkpoints.resolve import open_checkpoint
-    from kerasformer.errors import KerasformerError
-    from kerasformer.models import MODELS, get_family, guess_family
-    from kerasformer.models.transformer import load_config
+    import keras
+    import numpy as np
 
-    tensors = open_checkpoint(args.path)
-    config_path = args.config or find_config(args.path)
-    config = load_config(config_path)
-    family = args.model or config.get("model_type") or guess_family(tensors.keys()) or "bert"
-    if family not in MODELS:
-        raise SystemExit(f"model family {family!r} is not supported yet; pass --model "
-                         f"(one of {', '.join(sorted(MODELS))})")
-    import logging
+    from kerasformer.errors import WeightMismatchError
 
-    from kerasformer import build_transformer_model
-
-    logging.getLogger("kerasformer").setLevel(logging.ERROR)  # the report is printed below
-
-    def build(**heads):
-        transformer = build_transformer_model(config_path, None, model=family, return_keras_model=False,
-                                              ignore_invalid_weights=True, **heads)
-        return transformer, transformer.load_weights_from_checkpoint(tensors)
-
-    # which heads does the checkpoint hold? try each alone, then build with those present
-    candidates = getattr(get_family(family), "info_heads", ("with_pool", "with_nsp", "with_mlm"))
-    present = {}
-    for head in candidates:
-        try:
-            present[head] = not build(**{head: True})[1].missing
-        except KerasformerError:
-            present[head] = False
-    heads = {h: True for h in candidates if present[h]}
     try:
-        transformer, report = build(**heads)
-    except KerasformerError:  # heads that exclude each other (ELECTRA): keep the first
-        heads = dict(list(heads.items())[:1])
-        transformer, report = build(**heads)
-    n_params = sum(int(__import__("numpy").prod(v.shape)) for v in transformer.model.weights)
+        transformer, report, heads, tensors, config_file = load_with_heads(
+            args.path, args.config, args.model, read_weights=False)
+    except WeightMismatchError as e:
+        from kerasformer.checkpoints.resolve import open_checkpoint
+        from kerasformer.models import make_transformer
+
+        config_file, tensors = config_for(args.path, args.config), open_checkpoint(args.path)
+        transformer, _ = make_transformer(config_file, args.path, family_of(config_file, tensors, args.model))
+        sentence = mismatch_sentence(transformer, tensors.keys(), e)
+        if sentence is None:
+            raise
+        print(f"checkpoint   {args.path}\nconfig       {config_file}")
+        print(f"mismatch     {sentence}: the config does not describe this checkpoint")
+        return 1
+    key = transformer.settings["model"] if transformer.settings else type(transformer).__name__
+    n_params = sum(int(np.prod(v.shape)) for v in transformer.model.weights)
     print(f"checkpoint   {args.path} ({tensors.format}, {len(tensors)} tensors)")
-    print(f"config       {config_path}")
-    print(f"architecture {type(transformer).__name__} (model='{family}'): "
+    print(f"config       {config_file}")
+    print(f"backend      {keras.backend.backend()}")
+    print(f"architecture {type(transformer).__name__} (--model {key}): "
           f"{transformer.num_hidden_layers} layers, hidden {transformer.hidden_size}, "
           f"{transformer.num_attention_heads} heads, intermediate {transformer.intermediate_size}, "
           f"vocab {transformer.vocab_size}")
     print(f"heads        {', '.join(k[5:] for k in heads) or 'none'} (those the checkpoint holds)")
     print(f"parameters   {n_params:,}")
     print(f"matched      {len(report.loaded)} model variables loaded from the checkpoint")
-    print(f"missing      {len(report.missing)}" + "".join(f"\n  - {m}" for m in report.missing))
-    print(f"unused       {len(report.unused)}" + "".join(f"\n  - {u}" for u in report.unused))
+    sentence = mismatch_sentence(transformer, tensors.keys())
+    if sentence:
+        print(f"mismatch     {sentence}: the config does not describe this checkpoint")
+    print(f"missing      {len(report.missing)}" + "".join(f"\n  - {m}" for m in report.missing[:20])
+          + (f"\n  ... and {len(report.missing) - 20} more" if len(report.missing) > 20 else ""))
+    print(f"unused       {len(report.unused)}" + "".join(f"\n  - {u}" for u in report.unused[:20])
+          + (f"\n  ... and {len(report.unused) - 20} more" if len(report.unused) > 20 else ""))
     if report.ignored:
         print(f"ignored      {len(report.ignored)} non-weight entries (optimizer slots, counters, tied copies)")
+    return 1 if sentence else 0
+
+
+def cmd_convert(args):
+    from kerasformer.pretrained import save_pretrained
+
+    transformer, report, heads, tensors, _ = load_with_heads(args.src, args.config, args.model)
+    folder = save_pretrained(transformer, args.dst, format=args.to)
+    key = transformer.settings["model"] if transformer.settings else type(transformer).__name__
+    print(f"{args.src} ({tensors.format}) -> {folder} ({args.to}): --model {key}, "
+          f"{len(report.loaded)} variables, heads: {', '.join(k[5:] for k in heads) or 'none'}")
+    if report.unused:  # a head kerasformer cannot build, say; the user must know it is gone
+        print(f"not converted: {len(report.unused)} checkpoint tensors no kerasformer variable holds: "
+              + ", ".join(report.unused[:10]) + (" ..." if len(report.unused) > 10 else ""),
+              file=sys.stderr)
     return 0
+
+
+def folder_tokenizer(folder):
+    """``(tokenizer, end_id)`` from the vocabulary files of a model folder."""
+    from kerasformer.errors import KerasformerError
+
+    if os.path.isfile(os.path.join(folder, "spiece.model")):
+        from kerasformer.tokenizers.sentencepiece import SpTokenizer
+
+        tokenizer = SpTokenizer(os.path.join(folder, "spiece.model"))
+        return tokenizer, tokenizer.token_to_id("</s>")
+    if os.path.isfile(os.path.join(folder, "vocab.txt")):
+        import json
+
+        from kerasformer.tokenizers.wordpiece import Tokenizer
+
+        lower = True  # Hugging Face's BertTokenizer default; tokenizer_config.json may say otherwise
+        settings = os.path.join(folder, "tokenizer_config.json")
+        if os.path.isfile(settings):
+            with open(settings, encoding="utf-8") as f:
+                lower = bool(json.load(f).get("do_lower_case", True))
+        tokenizer = Tokenizer(os.path.join(folder, "vocab.txt"), do_lower_case=lower)
+        return tokenizer, tokenizer.token_to_id("[SEP]")
+    raise KerasformerError(f"no vocab.txt or spiece.model in {folder}: the generate command "
+                           "tokenizes with one of them")
+
+
+def cmd_generate(args):
+    from kerasformer import build_transformer_model
+    from kerasformer.generation import generate
+    from kerasformer.models import _accepted_kwargs, make_transformer
+
+    folder = args.folder if os.path.isdir(args.folder) else os.path.dirname(os.path.abspath(args.folder))
+    tokenizer, end_id = folder_tokenizer(folder)
+    from kerasformer.checkpoints.resolve import open_checkpoint
+
+    model_key = family_of(config_for(folder), open_checkpoint(folder), args.model)
+    probe, _ = make_transformer(args.folder, None, model_key)
+    accepted = _accepted_kwargs(type(probe))
+    options = {}
+    if "with_lm" not in accepted and "with_mlm" in accepted:  # a BERT-style encoder: UniLM
+        options = dict(with_mlm="linear", application=args.application or "unilm")
+    elif args.application:
+        options["application"] = args.application
+    model = build_transformer_model(args.folder, model=model_key, **options)
+    token_ids = tokenizer.encode(args.prompt)[0]
+    if options.get("application") == "lm" or "with_lm" in accepted and not hasattr(probe, "call_decoder"):
+        token_ids = token_ids[:-1] if token_ids and token_ids[-1] == end_id else token_ids
+    settings = dict(strategy=args.strategy, num_beams=args.num_beams, top_k=args.top_k, top_p=args.top_p,
+                    temperature=args.temperature, end_id=end_id, seed=args.seed)
+    if args.stream:
+        new, shown = [], ""
+        for step in generate(model, [token_ids], args.max_new_tokens, stream=True, **settings):
+            if step[0] is None or step[0] == end_id:
+                break
+            new.append(step[0])
+            text = tokenizer.decode(new)
+            print(text[len(shown):] if text.startswith(shown) else text, end="", flush=True)
+            shown = text
+        print()
+        return 0
+    new = generate(model, [token_ids], args.max_new_tokens, **settings)[0]
+    print(tokenizer.decode([t for t in new if t != end_id]))
+    return 0
+
+
+def version():
+    from kerasformer import __version__
+
+    return __version__
+
+
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's real default, where it has one (None / off says nothing)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def main(argv=None):
@@ -171,31 +374,73 @@ def main(argv=None):
         from kerasformer.words.cli import main as words_main
 
         return words_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="kerasformer", description=__doc__.splitlines()[0])
+    if argv[:1] in (["pretrain"], ["vocab"]):  # own parsers; the backend is chosen inside
+        from kerasformer.pretraining import cli as pretraining_cli
+
+        return getattr(pretraining_cli, argv[0] + "_main")(argv[1:])
+    formatter = _Defaults
+    parser = argparse.ArgumentParser(
+        prog="kerasformer", formatter_class=formatter,
+        description="bert4keras' toolbox on Keras 3: inspect, convert and run Transformer checkpoints")
+    parser.add_argument("--version", action="version", version=f"kerasformer {version()}")
     parser.add_argument("--backend", choices=["jax", "torch", "tensorflow"],
-                        help="Keras backend (default: $KERAS_BACKEND, else jax)")
+                        default=os.environ.get("KERAS_BACKEND", "jax"),
+                        help="Keras backend ($KERAS_BACKEND when set, else jax)")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="rank sentences by similarity with all-MiniLM-L6-v2")
+    demo = sub.add_parser("demo", help="rank sentences by similarity with all-MiniLM-L6-v2",
+                          formatter_class=formatter)
     demo.add_argument("--query", action="append", help="a query (repeatable); default: built-in ones")
     demo.add_argument("--sentence", action="append", help="add a sentence to the corpus (repeatable)")
-    demo.add_argument("--top", type=int, default=3, help="results per query (default 3)")
-    info = sub.add_parser("info", help="architecture, parameter count, matched/unmatched variables")
-    info.add_argument("path", help="checkpoint file, TF prefix, or directory")
-    info.add_argument("--config", help="config file (default: found next to the checkpoint)")
-    info.add_argument("--model", help="family key (default: from the config or the names)")
+    demo.add_argument("--top", type=int, default=3, help="results per query")
+
+    def model_options(command):
+        command.add_argument("--config", help="config file (default: the one beside the checkpoint)")
+        command.add_argument("--model", type=str.lower,
+                             help="family key (default: from the config, else the weight names, else bert)")
+
+    info = sub.add_parser("info", help="architecture, parameter count, matched/unmatched variables",
+                          formatter_class=formatter)
+    info.add_argument("path", help="checkpoint file, TF prefix, or model folder")
+    model_options(info)
+    convert = sub.add_parser("convert", help="rewrite a checkpoint as a model folder in another format",
+                             formatter_class=formatter)
+    convert.add_argument("src", help="checkpoint file, TF prefix, or model folder")
+    convert.add_argument("dst", help="output model folder")
+    convert.add_argument("--to", choices=["safetensors", "torch", "tf"], default="safetensors",
+                         help="weights format")
+    model_options(convert)
+    gen = sub.add_parser("generate", help="continue a prompt with a model folder", formatter_class=formatter)
+    gen.add_argument("folder", help="model folder (config, weights, vocab.txt or spiece.model)")
+    gen.add_argument("prompt", help="the text to continue")
+    gen.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate at most")
+    gen.add_argument("--strategy", choices=["greedy", "beam", "sample"], default="greedy",
+                     help="decoding strategy")
+    gen.add_argument("--num-beams", type=int, default=4, help="beams with --strategy beam")
+    gen.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens")
+    gen.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    gen.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    gen.add_argument("--seed", type=int, default=None, help="sampling seed")
+    gen.add_argument("--stream", action="store_true", help="print tokens as they come")
+    gen.add_argument("--application", choices=["lm", "unilm"], default=None,
+                     help="attention mask (default: unilm for BERT-style encoders, the family's own otherwise)")
+    gen.add_argument("--model", type=str.lower, help="family key (default: from the folder's config)")
     sub.add_parser("words", help="word discovery, segmentation, domain terms (kerasformer words -h)")
+    sub.add_parser("pretrain", help="pretrain MLM / LM / UniLM (kerasformer pretrain -h)")
+    sub.add_parser("vocab", help="a Chinese character vocabulary from a corpus")
     args = parser.parse_args(argv)
-    if args.backend:
+    if args.backend != os.environ.get("KERAS_BACKEND"):
         if "keras" in sys.modules:
             parser.error("--backend must be chosen before Keras is imported")
         os.environ["KERAS_BACKEND"] = args.backend
-    import kerasformer  # noqa: F401  (default backend)
     from kerasformer.errors import KerasformerError
 
+    commands = {"demo": cmd_demo, "info": cmd_info, "convert": cmd_convert, "generate": cmd_generate}
     try:
-        return {"demo": cmd_demo, "info": cmd_info}[args.command](args)
+        return commands[args.command](args)
     except KerasformerError as e:
-        print(f"kerasformer: error: {e}", file=sys.stderr)
+        # the library's hints name the Python argument; here it is a flag
+        message = re.sub(r"\bmodel=(['\"])([^'\"]+)\1", r"--model \2", str(e))
+        print(f"kerasformer: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -136,10 +136,11 @@ def plot_attention(model, tokenizer, text, path, layer=-1, head=None, second_tex
     takes ``[token_ids]`` or ``[token_ids, segment_ids]``. Returns the plotted ``[len, len]``
     matrix.
 
-    Needs matplotlib (``pip install matplotlib``); CJK tokens need a font with those glyphs
-    (``matplotlib.rcParams['font.family']``).
+    Needs matplotlib (``pip install 'kerasformer[plot]'``, which also brings Noto Sans CJK
+    for Chinese / Japanese / Korean tokens, see :func:`cjk_font_family`).
     """
     try:
+        import matplotlib
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
@@ -159,6 +160,12 @@ def plot_attention(model, tokenizer, text, path, layer=-1, head=None, second_tex
     probs = probs[0]  # [heads, q, k]
     matrix = probs.mean(axis=0) if head is None else probs[head]
 
+    labels = {}
+    if any(ord(ch) >= 0x2E80 for token in tokens for ch in token):  # CJK and beyond
+        family = cjk_font_family()
+        if family is not None:  # per-glyph fallback (matplotlib >= 3.6): Latin from the
+            # default font, CJK from this one
+            labels["fontfamily"] = [matplotlib.rcParams["font.sans-serif"][0], family]
     size = max(4.0, 0.35 * len(tokens) + 2.0)
     figure = Figure(figsize=(size + 1.0, size), dpi=dpi)
     FigureCanvasAgg(figure)
@@ -166,8 +173,8 @@ def plot_attention(model, tokenizer, text, path, layer=-1, head=None, second_tex
     image = axes.imshow(matrix, cmap=cmap, vmin=0.0, vmax=float(matrix.max()) or 1.0)
     axes.set_xticks(range(len(tokens)))
     axes.set_yticks(range(len(tokens)))
-    axes.set_xticklabels(tokens, rotation=90)
-    axes.set_yticklabels(tokens)
+    axes.set_xticklabels(tokens, rotation=90, **labels)
+    axes.set_yticklabels(tokens, **labels)
     axes.set_xlabel("key")
     axes.set_ylabel("query")
     axes.set_title(f"{name} ({'mean of heads' if head is None else f'head {head}'})")
@@ -177,4 +184,32 @@ def plot_attention(model, tokenizer, text, path, layer=-1, head=None, second_tex
     return matrix
 
 
-__all__ = ["attention_probabilities", "intermediate_outputs", "layer_outputs", "plot_attention"]
+# CJK font families matplotlib may find on the system, best first
+_SYSTEM_CJK_FAMILIES = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "Source Han Sans SC",
+                        "Source Han Sans CN", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
+                        "Microsoft YaHei", "SimHei", "PingFang SC", "Heiti SC", "Droid Sans Fallback")
+
+
+def cjk_font_family():
+    """The name of a font family with Chinese (and Japanese / Korean) glyphs for
+    matplotlib, or None: Noto Sans CJK from the ``noto-cjk-sans-otc`` package (installed
+    with ``kerasformer[plot]``; registered with matplotlib on first use, so nothing on the
+    system has to change), else one the system has. matplotlib's default fonts have no
+    CJK glyphs: tokens would be drawn as empty boxes."""
+    from matplotlib import font_manager
+
+    try:
+        import noto_cjk_sans_otc
+
+        path = str(noto_cjk_sans_otc.FONT_PATH)
+        if path not in {entry.fname for entry in font_manager.fontManager.ttflist}:
+            font_manager.fontManager.addfont(path)
+    except (ImportError, OSError, RuntimeError):
+        pass
+    names = {entry.name for entry in font_manager.fontManager.ttflist}
+    # matplotlib >= 3.10 registers every face of the collection (the SC one is Simplified
+    # Chinese); older versions only its first, the Japanese face, which has the same characters
+    return next((family for family in _SYSTEM_CJK_FAMILIES if family in names), None)
+
+
+__all__ = ["attention_probabilities", "cjk_font_family", "intermediate_outputs", "layer_outputs", "plot_attention"]

@@ -2,7 +2,7 @@
 # Command 2: set up a fresh machine and run the whole test suite on JAX, then on PyTorch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh jax torch test
+bash scripts/setup.sh jax torch test docs   # docs: tests/test_docs.py builds the API site
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # no network at run time, ever
 status=0

@@ -49,5 +49,6 @@ def test_wrong_family_is_named(tiny_hf_bert, tmp_path):
 
 def test_roberta_checkpoint_with_bert_model(tiny_hf_roberta):
     _, _, paths = tiny_hf_roberta
-    with pytest.raises(WeightMismatchError, match="looks like a 'roberta' checkpoint"):
-        build_transformer_model(os.path.join(paths["safetensors"], "config.json"), paths["safetensors"])
+    with pytest.raises(WeightMismatchError, match="'roberta'.*pass model='roberta'"):
+        build_transformer_model(os.path.join(paths["safetensors"], "config.json"), paths["safetensors"],
+                                model="bert")

@@ -193,3 +193,23 @@ def test_t5_encoder_and_decoder_keys_load_a_full_checkpoint(version, tmp_path):
     np.testing.assert_allclose(encodings, ops.convert_to_numpy(full.encoder(ids)), atol=1e-5)
     np.testing.assert_allclose(ops.convert_to_numpy(decoder([encodings, decoder_ids])),
                                ops.convert_to_numpy(full.model([ids, decoder_ids])), atol=1e-5)
+
+
+# ------------------------------------------------------------------ MultiHeadAttention on its own
+def test_attention_called_directly_reads_the_keras_mask():
+    """bert4keras' MultiHeadAttention hides padded keys through the Keras mask (v_mask): a
+    user layer stack Embedding(mask_zero=True) -> MultiHeadAttention gives the real
+    positions of a padded row what the unpadded row gets."""
+    from kerasformer.layers import MultiHeadAttention
+
+    ids = keras.Input(shape=(None,), dtype="int32")
+    x = keras.layers.Embedding(20, 8, mask_zero=True)(ids)
+    attention = MultiHeadAttention(heads=2, head_size=3)
+    model = keras.Model(ids, attention([x, x, x]))
+    assert model.output.shape[-1] == 6  # out_dim defaults to heads * head_size, as in bert4keras
+    row = np.array([[3, 5, 7, 2]], "int32")
+    padded = np.array([[3, 5, 7, 2, 0, 0]], "int32")
+    np.testing.assert_allclose(ops.convert_to_numpy(model(padded))[:, :4],
+                               ops.convert_to_numpy(model(row)), atol=1e-5)
+    with pytest.raises(kerasformer.KerasformerError, match="attention_bias"):
+        attention(np.zeros((1, 4, 8), "float32"), a_bias=True)

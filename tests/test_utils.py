@@ -151,3 +151,19 @@ def test_plot_attention_without_matplotlib(bert, tokenizer, tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     with pytest.raises(KerasformerError, match="pip install matplotlib"):
         utils.plot_attention(bert, tokenizer, "a b", str(tmp_path / "x.png"))
+
+
+def test_plot_attention_draws_chinese_with_a_cjk_font(bert, tmp_path):
+    """Chinese tokens get glyphs (defect 5: they were empty boxes, with matplotlib's
+    'Glyph ... missing from font(s) DejaVu Sans' warning)."""
+    pytest.importorskip("matplotlib")
+    import warnings
+
+    assert utils.cjk_font_family() is not None  # the plot extra ships Noto Sans CJK
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("我爱北京的中国") + list("abc")
+    tokenizer = Tokenizer({t: i for i, t in enumerate(tokens)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        utils.plot_attention(bert, tokenizer, "我爱北京的中国", str(tmp_path / "zh.png"))
+    missing = [str(w.message) for w in caught if "missing from font" in str(w.message)]
+    assert not missing, missing[:2]

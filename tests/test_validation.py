@@ -35,7 +35,7 @@ def t5():
     ([[5, 2.0]], r"prompts\[0\]\[1\].*got 2.0"),
     ([[5, True]], r"prompts\[0\]\[1\].*got True"),
     ([5, 6], "flat list of ids; for one prompt pass \\[ids\\]"),
-    ("hello", "non-empty list of token-id lists"),
+    ("hello", "the prompts are text: pass tokenizer="),  # text without a tokenizer
     ([[5], []], r"prompts\[1\] must be a non-empty list"),
     ([np.array([1.0, 2.0])], r"prompts\[0\] must be a 1-d integer array"),
     (np.array([1, 2]), "2-d array"),

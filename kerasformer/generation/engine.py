@@ -20,6 +20,7 @@ from keras import ops
 
 from kerasformer import backend, validation
 from kerasformer.errors import KerasformerError
+from kerasformer.generation import text
 from kerasformer.layers import MultiHeadAttention, PositionEmbedding
 
 NEG = -1e9  # "impossible" score: finite, so sums and log-softmax never produce NaN
@@ -363,6 +364,13 @@ def engine_for(model):
     engine = getattr(transformer, "_engine", None)
     if engine is None:  # kept on the family object, so both are freed together
         seq2seq = hasattr(transformer, "call_decoder")
+        if not seq2seq and transformer.application == "encoder":
+            # every position sees the whole text both ways: decoding it left to right
+            # would run, and produce text the model was never trained to predict
+            raise KerasformerError(
+                "this model was built with application='encoder' (bidirectional), which cannot "
+                "generate: build it with application='lm' (a causal language model) or "
+                "application='unilm' (seq2seq, the prompt as segment 0), and with_mlm=True")
         engine = (EncoderDecoderEngine if seq2seq else DecoderOnlyEngine)(transformer)
         transformer._engine = engine
     return engine
@@ -377,8 +385,13 @@ def _trim(tokens, end_id):
 
 def generate(model, prompts, max_new_tokens, strategy="greedy", num_beams=4, top_k=None, top_p=None,
              temperature=1.0, repetition_penalty=1.0, end_id=None, min_new_tokens=0, seed=None,
-             stream=False, return_all_beams=False):
+             stream=False, return_all_beams=False, tokenizer=None):
     """Generate continuations of ``prompts`` (a list of token-id lists, ragged).
+
+    Text in, text out: with ``tokenizer`` (a tokenizer, or a model folder holding one),
+    ``prompts`` may be strings (or one string) and the result is the new text per prompt
+    (one string for one string); ``end_id`` defaults to the tokenizer's end token, and
+    ``stream=True`` yields text pieces (see ``kerasformer.generation.text``).
 
     Returns the new token ids per prompt (a list of lists, each ending with ``end_id``
     where one was produced). ``strategy='beam'`` searches ``num_beams`` beams and
@@ -388,6 +401,12 @@ def generate(model, prompts, max_new_tokens, strategy="greedy", num_beams=4, top
     ``stream=True`` returns an iterator over steps, each a list with one new token per
     prompt (None once a prompt has finished).
     """
+    if tokenizer is not None or text.is_text(prompts):
+        return text.generate_text(
+            generate, engine_for(model).kind, model, prompts, max_new_tokens, tokenizer, end_id,
+            stream, return_all_beams, strategy=strategy, num_beams=num_beams, top_k=top_k,
+            top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty,
+            min_new_tokens=min_new_tokens, seed=seed)
     engine = engine_for(model)
     # every argument checked before anything is compiled or allocated (kerasformer.validation)
     top_k = validation.check_generate_args(

@@ -10,10 +10,15 @@ POSITION_BIAS_TYPES = (None, "typical_relative", "rotary")
 
 
 def dense(layer, x):
-    """``layer(x)`` for a built, plain ``keras.layers.Dense`` sub-layer, as one matmul
-    (+ bias + activation) without Keras' per-call bookkeeping, which dominates the cost
-    of a single decoding step on small models. The weights stay in the Dense layer, so
-    names, checkpoints and training are unchanged."""
+    """``layer(x)`` for a built ``keras.layers.Dense`` sub-layer. A float layer runs as one
+    matmul (+ bias + activation) without Keras' per-call bookkeeping, which dominates the
+    cost of a single decoding step on small models; ``layer.kernel`` already includes a
+    LoRA update (``enable_lora``). The weights stay in the Dense layer, so names,
+    checkpoints and training are unchanged."""
+    if layer.quantization_mode is not None:
+        # int8 / int4 / float8 / GPTQ ...: ``kernel`` is the raw quantized tensor; only
+        # Keras' own quantized call applies the scales (and float8's amax history)
+        return layer(x)
     y = ops.matmul(x, ops.cast(layer.kernel, x.dtype))
     if layer.use_bias:
         y = y + ops.cast(layer.bias, x.dtype)
@@ -81,7 +86,7 @@ class MultiHeadAttention(keras.layers.Layer):
             q_shape, k_shape, v_shape = input_shape
         else:
             q_shape = k_shape = v_shape = input_shape
-        out_dim = self.out_dim or q_shape[-1]
+        out_dim = self.out_dim or self.heads * self.head_size  # bert4keras' default
 
         def dense(units, name, in_dim):
             layer = keras.layers.Dense(units, use_bias=self.use_bias, name=name,
@@ -106,7 +111,8 @@ class MultiHeadAttention(keras.layers.Layer):
                 self._split_heads(dense(self.v_dense, v), self.head_size))
 
     def call(self, inputs, attention_mask=None, attention_bias=None, position_bias=None,
-             cache=None, cache_index=None, training=None, return_attention_scores=False):
+             cache=None, cache_index=None, training=None, return_attention_scores=False,
+             mask=None, **unsupported):
         """With ``cache=(keys, values)`` (each ``[batch, heads, max_len, size]``) the layer
         decodes incrementally: the new keys/values are written at ``cache_index`` and the
         queries attend over the whole cache (the mask hides unwritten slots); it then
@@ -115,11 +121,25 @@ class MultiHeadAttention(keras.layers.Layer):
         ``return_attention_scores=True`` also returns the attention probabilities
         ``[batch, heads, q_len, k_len]`` (float32, before attention dropout) as the last
         element: ``(output, probs)``, or ``(output, cache, probs)`` with a cache.
+
+        Without ``attention_mask``, the Keras mask of the values (bert4keras' ``v_mask``,
+        e.g. from ``Embedding(mask_zero=True)``) keeps queries off padded keys, as in
+        bert4keras; the families always pass their own ``attention_mask``.
         """
+        if unsupported:
+            raise KerasformerError(
+                f"MultiHeadAttention got {', '.join(sorted(unsupported))}: bert4keras' a_bias / "
+                "p_bias inputs are keyword arguments here: attention_bias=<additive bias>, "
+                "position_bias=<table> with the layer's position_bias_type "
+                "('typical_relative' or 'rotary')")
         if isinstance(inputs, (list, tuple)):
             q, k, v = inputs
         else:
             q = k = v = inputs
+        if attention_mask is None and mask is not None:
+            key_mask = mask[2] if isinstance(mask, (list, tuple)) else mask
+            if key_mask is not None:
+                attention_mask = ops.expand_dims(ops.expand_dims(ops.cast(key_mask, "bool"), 1), 1)
         qw = self._split_heads(dense(self.q_dense, q), self.key_size)
         static_cache = cache is not None and cache_index is None
         if static_cache:
@@ -175,7 +195,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         q_shape = input_shape[0] if isinstance(input_shape[0], (list, tuple)) else input_shape
-        return tuple(q_shape[:-1]) + (self.out_dim or q_shape[-1],)
+        return tuple(q_shape[:-1]) + (self.out_dim or self.heads * self.head_size,)
 
     def get_config(self):
         config = super().get_config()

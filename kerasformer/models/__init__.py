@@ -4,7 +4,7 @@ import os
 
 from kerasformer.errors import FamilyMismatchError, KerasformerError, WeightMismatchError
 from kerasformer.models.bert import BERT, RoBERTa
-from kerasformer.models.transformer import Transformer, load_config
+from kerasformer.models.transformer import Transformer, find_config_file, load_config
 from kerasformer.validation import check_config, check_model_size
 
 # model key -> family class, or "module:Class" imported on first use (one file per family)
@@ -62,9 +62,13 @@ FAMILY_SIGNATURES = [
 
 
 def guess_family(names):
+    """The family key the checkpoint's names betray, or None (T5: its version, from the
+    feed-forward's names)."""
     names = list(names)
     for family, marks in FAMILY_SIGNATURES:
         if any(mark in n for n in names for mark in marks):
+            if family == "t5":
+                return "t5.1.1" if any("wi_0" in n for n in names) else "t5.1.0"
             return family
     return None
 
@@ -78,40 +82,123 @@ def _accepted_kwargs(cls):
     return accepted
 
 
-def build_transformer_model(config_path=None, checkpoint_path=None, model="bert",
-                            application="encoder", return_keras_model=True, **kwargs):
-    """Build a Transformer as a Keras 3 model and load its checkpoint.
+# Hugging Face ``model_type`` -> family key (T5 picks its version from the feed-forward)
+HF_MODEL_TYPES = {"bert": "bert", "roberta": "roberta", "albert": "albert", "electra": "electra",
+                  "roformer": "roformer", "nezha": "nezha", "gpt2": "gpt2"}
 
-    Args:
-        config_path: Google's ``bert_config.json``, a Hugging Face ``config.json``, or a
-            directory holding one. Keyword arguments override its values.
-        checkpoint_path: a Google TF checkpoint prefix (``.../bert_model.ckpt``), a
-            ``model.safetensors`` (or sharded index), a ``pytorch_model.bin``, or a
-            directory holding one of these. ``None`` keeps random weights.
-        model: family key (``'bert'``, ``'roberta'``, ...) or a ``Transformer`` subclass.
-        application: ``'encoder'``, ``'lm'`` (causal) or ``'unilm'`` (seq2seq mask).
-        return_keras_model: return the ``keras.Model`` (default) or the family object,
-            whose ``.model`` is the Keras model and which can load / save checkpoints.
-        **kwargs: family options: ``with_pool``, ``with_nsp``, ``with_mlm``,
-            ``keep_tokens``, ``compound_tokens``, ``sequence_length``,
-            ``dropout_rate``, ``attention_dropout_rate``, ``name``, ``recompute``
-            (gradient checkpointing of every block), ``dtype_policy`` (e.g.
-            ``'mixed_bfloat16'``), ...
-    """
+
+def declared_family(config, config_file=None):
+    """The family key a checkpoint's own config names, or None when it names none (a
+    Google BERT config names nothing: bert4keras' default, BERT, applies).
+
+    Hugging Face configs say ``model_type``; Google's TF releases tell by their file name
+    (``albert_config.json``, ``mt5_base_config.json``, OpenAI's ``hparams.json``) or keys
+    (ALBERT's ``num_hidden_groups``, NEZHA's ``use_relative_position``). A ``model_type``
+    kerasformer does not build raises "not supported yet"."""
+    if config.get("kerasformer_model") in MODELS:  # written by save_pretrained
+        return config["kerasformer_model"]
+    model_type = config.get("model_type")
+    gated = (str(config.get("feed_forward_proj", "")).startswith("gated-")
+             or isinstance(config.get("hidden_act"), (list, tuple)))
+    if model_type is not None:
+        kind = str(model_type).lower()
+        if kind == "mt5":
+            return "mt5.1.1"
+        if kind == "t5":
+            return "t5.1.1" if gated else "t5.1.0"
+        if kind in HF_MODEL_TYPES:
+            return HF_MODEL_TYPES[kind]
+        raise KerasformerError(
+            f"model_type {str(model_type)[:40]!r} is not supported yet; kerasformer builds "
+            f"{', '.join(sorted(set(HF_MODEL_TYPES) | {'t5', 'mt5'}))}")
+    base = os.path.basename(config_file or "").lower()
+    if base.startswith("albert") or "num_hidden_groups" in config:
+        return "albert"
+    if base.startswith("electra"):
+        return "electra"
+    if base.startswith("mt5"):
+        return "mt5.1.1"
+    if base.startswith("t5"):
+        return "t5.1.1" if gated else "t5.1.0"
+    if base == "hparams.json" or "n_embd" in config:
+        return "gpt2"
+    if config.get("use_relative_position"):
+        return "nezha"
+    return None
+
+
+def _checkpoint_config(checkpoint_path):
+    """The config file that sits with a checkpoint (its directory's), or None."""
+    if not isinstance(checkpoint_path, (str, os.PathLike)):
+        return None
+    path = os.fspath(checkpoint_path)
+    directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    try:
+        return find_config_file(directory) if os.path.isdir(directory) else None
+    except KerasformerError:  # no config there, or several
+        return None
+
+
+def _holds_checkpoint(directory):
+    from kerasformer.checkpoints.resolve import _DIRECTORY_FILES
+
+    names = set(os.listdir(directory))
+    return (any(name in names for name, _ in _DIRECTORY_FILES) or "checkpoint" in names
+            or any(n.endswith(".index") for n in names))
+
+
+def resolve_family(model, config, config_file=None, checkpoint_path=None):
+    """``(key or None, family class)`` for ``build_transformer_model``.
+
+    ``model=None`` takes the family the config (or the config beside the checkpoint)
+    declares, else BERT (bert4keras' default). An explicit
+    ``model`` wins, unless the checkpoint's own config names another family: loading
+    RoBERTa weights into BERT runs but computes something else, so that is an error."""
+    declared = []  # (family, file that says so)
+    for cfg, file in ((config, config_file), (None, _checkpoint_config(checkpoint_path))):
+        if cfg is None and file is not None and file != config_file:
+            cfg = load_config(file)
+        if cfg is not None:
+            family = declared_family(cfg, file)
+            if family is not None:
+                declared.append((family, file))
+    if model is None:
+        # bert4keras' default; a checkpoint of another family fails to load with a hint
+        key = declared[0][0] if declared else "bert"
+        return key, get_family(key)
     if isinstance(model, str):
         key = model.lower()
         if key not in MODELS:
-            raise KerasformerError(f"unknown model {model!r}; available: {', '.join(sorted(MODELS))}")
+            raise KerasformerError(f"unknown model {model[:40]!r}; available: {', '.join(sorted(MODELS))}")
         cls = get_family(key)
     elif isinstance(model, type) and issubclass(model, Transformer):
-        cls = model
+        key, cls = None, model
     else:
-        raise KerasformerError(f"model must be a family name or a Transformer subclass, got {model!r}")
+        raise KerasformerError(f"model must be a family name or a Transformer subclass, got {model!r:.80}")
+    for family, file in declared:
+        # a family's variants subclass it (RoBERTa and NEZHA are BERTs, roformer_v2 a
+        # RoFormer, albert_unshared an ALBERT): those load what the config declares
+        if not issubclass(cls, get_family(family)):
+            raise FamilyMismatchError(
+                f"{file} declares a {family!r} model, but model={model if key is None else key!r} "
+                f"was asked for; pass model={family!r} (or leave model out)")
+    return key, cls
+
+
+def make_transformer(config_path=None, checkpoint_path=None, model=None, application="encoder",
+                     **kwargs):
+    """The family object ``build_transformer_model`` would build (not built yet), and the
+    checkpoint path it would load (a model folder given as ``config_path`` holds one)."""
+    if config_path is not None and checkpoint_path is None and os.path.isdir(config_path) \
+            and _holds_checkpoint(config_path):
+        checkpoint_path = config_path  # a model folder, as from_pretrained reads one
+    config_file = find_config_file(config_path) if config_path is not None else None
+    configs = load_config(config_file) if config_file is not None else {}
+    key, cls = resolve_family(model, configs, config_file, checkpoint_path)
     accepted = _accepted_kwargs(cls)
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise KerasformerError(f"unknown argument(s) for model {cls.__name__}: {', '.join(unknown)}")
-    configs = load_config(config_path) if config_path is not None else {}
     if hasattr(cls, "normalize_config"):  # families whose configs use their own key names
         configs = cls.normalize_config(configs)
     configs = {k: v for k, v in configs.items() if k in accepted}
@@ -130,12 +217,45 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
             f"missing model settings {', '.join(missing)}: pass config_path or the keyword arguments")
     transformer = cls(**configs)
     # recorded in the model's config, so a model loaded from .keras can rebuild its family
-    if not isinstance(model, str):
+    if key is None:
         key = getattr(cls, "model_key", None)
         key = key if key in MODELS and get_family(key) is cls else None
     # a model conditioned on tensors of the user's graph cannot be rebuilt from settings
     conditioned = configs.get("layer_norm_cond") is not None or configs.get("additional_input_layers")
     transformer.settings = {"model": key, **configs} if key and not conditioned else None
+    # save_pretrained copies the vocabulary found beside the config
+    transformer.source_dir = os.path.dirname(os.path.abspath(config_file)) if config_file else None
+    return transformer, checkpoint_path
+
+
+def build_transformer_model(config_path=None, checkpoint_path=None, model=None,
+                            application="encoder", return_keras_model=True, **kwargs):
+    """Build a Transformer as a Keras 3 model and load its checkpoint.
+
+    Args:
+        config_path: Google's ``bert_config.json``, a Hugging Face ``config.json``, or a
+            directory holding one. Keyword arguments override its values. A model
+            folder given alone (no ``checkpoint_path``) also loads the checkpoint it
+            holds, as ``from_pretrained`` does.
+        checkpoint_path: a Google TF checkpoint prefix (``.../bert_model.ckpt``), a
+            ``model.safetensors`` (or sharded index), a ``pytorch_model.bin``, or a
+            directory holding one of these. ``None`` keeps random weights.
+        model: family key (``'bert'``, ``'roberta'``, ...) or a ``Transformer`` subclass.
+            Default: the family the checkpoint's own config declares (HF ``model_type``;
+            the Google config's file name or keys), else the one its weight names show,
+            else ``'bert'``. An explicit family that contradicts the checkpoint's config
+            (``model='bert'`` on a RoBERTa folder) raises ``FamilyMismatchError``.
+        application: ``'encoder'``, ``'lm'`` (causal) or ``'unilm'`` (seq2seq mask).
+        return_keras_model: return the ``keras.Model`` (default) or the family object,
+            whose ``.model`` is the Keras model and which can load / save checkpoints.
+        **kwargs: family options: ``with_pool``, ``with_nsp``, ``with_mlm``,
+            ``keep_tokens``, ``compound_tokens``, ``sequence_length``,
+            ``dropout_rate``, ``attention_dropout_rate``, ``name``, ``recompute``
+            (gradient checkpointing of every block), ``dtype_policy`` (e.g.
+            ``'mixed_bfloat16'``), ...
+    """
+    transformer, checkpoint_path = make_transformer(config_path, checkpoint_path, model,
+                                                    application, **kwargs)
     transformer.build()
     if checkpoint_path is not None:
         try:
@@ -146,8 +266,9 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
             from kerasformer.checkpoints.resolve import open_checkpoint
 
             family = guess_family(open_checkpoint(checkpoint_path).keys())
-            own = getattr(cls, "model_key", None)
-            if family and own and family != own and not (family == "bert" and own == "roberta"):
+            own = getattr(type(transformer), "model_key", None)
+            if (family and own and family != own and get_family(family) is not type(transformer)
+                    and not (family == "bert" and own == "roberta")):
                 raise FamilyMismatchError(
                     f"{checkpoint_path} looks like a {family!r} checkpoint, but model={own!r} was "
                     f"asked for; pass model={family!r}") from e
@@ -155,4 +276,5 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
     return transformer.model if return_keras_model else transformer
 
 
-__all__ = ["BERT", "MODELS", "RoBERTa", "Transformer", "build_transformer_model", "guess_family"]
+__all__ = ["BERT", "MODELS", "RoBERTa", "Transformer", "build_transformer_model", "declared_family",
+           "guess_family", "make_transformer", "resolve_family"]

@@ -96,7 +96,7 @@ class BERT(Transformer):
         x = inputs
         h = self.apply(x, MultiHeadAttention, arguments={"attention_mask": self.attention_mask},
                        heads=self.num_attention_heads, head_size=self.attention_head_size,
-                       key_size=self.attention_key_size, attention_dropout=self.attention_dropout_rate,
+                       out_dim=self.hidden_size, key_size=self.attention_key_size, attention_dropout=self.attention_dropout_rate,
                        kernel_initializer=self.initializer, name=attention)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention}-Dropout")
         x = self.apply([x, h], Add, name=f"{attention}-Add")

@@ -144,7 +144,7 @@ class GPT2(Transformer):
     def attention(self, x, name):
         return self.apply(x, MultiHeadAttention, arguments={"attention_mask": self.attention_mask},
                           heads=self.num_attention_heads, head_size=self.attention_head_size,
-                          key_size=self.attention_key_size,
+                          out_dim=self.hidden_size, key_size=self.attention_key_size,
                           attention_dropout=self.attention_dropout_rate,
                           kernel_initializer=self.initializer, name=name)
 

@@ -18,6 +18,7 @@ from kerasformer import backend, masks
 from kerasformer.checkpoints.weights import WeightSource, export_weights, load_weights
 from kerasformer.errors import KerasformerError
 from kerasformer.layers import LayerNorm
+from kerasformer.models.inputs import standardize_inputs
 
 
 class Transformer:
@@ -118,6 +119,7 @@ class Transformer:
         return self.model
 
     settings = None  # {"model": key, **constructor arguments}: set by build_transformer_model
+    source_dir = None  # the folder of the config it was built from (save_pretrained copies its vocabulary)
 
     def keras_model(self, inputs, outputs, name=None):
         """The functional model over ``inputs`` -> ``outputs``, linked back to this family
@@ -330,6 +332,13 @@ class Transformer:
         else:
             raise KerasformerError(f"unknown checkpoint format {format!r}; use 'tf', 'safetensors' or 'torch'")
 
+    def save_pretrained(self, folder, format="safetensors", tokenizer=None):
+        """A model folder (config, weights, vocabulary) that ``build_transformer_model(folder)``
+        and Hugging Face's ``from_pretrained`` load; see :func:`kerasformer.pretrained.save_pretrained`."""
+        from kerasformer.pretrained import save_pretrained
+
+        return save_pretrained(self, folder, format=format, tokenizer=tokenizer)
+
 
 @contextlib.contextmanager
 def _global_dtype_policy(policy):
@@ -354,18 +363,29 @@ def source(name, transpose=False, *aliases):
     return WeightSource(names=(name,) + tuple(aliases), transpose=transpose)
 
 
+def find_config_file(path):
+    """``path`` itself, or for a directory the config in it: ``config.json``,
+    ``bert_config.json``, ``hparams.json``, else the only ``*_config.json`` (Google's
+    releases name theirs after the model: ``albert_config.json``, ...)."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return path
+    for candidate in ("config.json", "bert_config.json", "hparams.json"):
+        if os.path.exists(os.path.join(path, candidate)):
+            return os.path.join(path, candidate)
+    found = sorted(n for n in os.listdir(path) if n.endswith("_config.json"))
+    if len(found) == 1:
+        return os.path.join(path, found[0])
+    raise KerasformerError(
+        f"no config.json, bert_config.json, hparams.json or single *_config.json in directory {path}"
+        + (f" (several: {', '.join(found[:5])})" if found else ""))
+
+
 def load_config(config_path):
     """Read Google's ``bert_config.json`` or a Hugging Face ``config.json`` into the
     constructor arguments of :class:`Transformer` (unknown keys are kept; families
     pick what they need)."""
-    if os.path.isdir(config_path):
-        for candidate in ("config.json", "bert_config.json", "hparams.json"):
-            if os.path.exists(os.path.join(config_path, candidate)):
-                config_path = os.path.join(config_path, candidate)
-                break
-        else:
-            raise KerasformerError(
-                f"no config.json, bert_config.json or hparams.json in directory {config_path}")
+    config_path = find_config_file(config_path)
     try:
         with open(config_path, encoding="utf-8") as f:
             config = json.load(f)
@@ -415,22 +435,12 @@ class TransformerModel(keras.Model):
         model.settings = settings
         return model
 
-    # Saves are atomic and accept bert4keras' names ('best_model.weights', 'x.model'):
-    # see kerasformer.saving for the naming rule.
-    def save(self, filepath, overwrite=True, **kwargs):
-        from kerasformer import saving
-
-        return saving.save_model(self, filepath, overwrite=overwrite, **kwargs)
-
-    def save_weights(self, filepath, overwrite=True, **kwargs):
-        from kerasformer import saving
-
-        return saving.save_weights(self, filepath, overwrite=overwrite, **kwargs)
-
-    def load_weights(self, filepath, **kwargs):
-        from kerasformer import saving
-
-        return saving.load_weights(self, filepath, **kwargs)
+    # Inputs are checked and nested Python lists made arrays before Keras sees them (see
+    # kerasformer.models.inputs): bert4keras' model([[ids], [segments]]) works, and an
+    # over-long sequence is a clear error that leaves the model usable. predict / fit /
+    # evaluate and the saves get the same for every keras.Model (kerasformer.keras_compat).
+    def __call__(self, inputs, *args, **kwargs):
+        return super().__call__(standardize_inputs(self, inputs), *args, **kwargs)
 
 
 def _jsonable(settings):

@@ -3,6 +3,10 @@ from kerasformer.tokenizers.wordpiece import Tokenizer, TokenizerBase, load_voca
 
 
 def __getattr__(name):
+    if name in ("HFTokenizer", "load_tokenizer"):
+        from kerasformer.tokenizers import hf
+
+        return getattr(hf, name)
     if name == "SpTokenizer":  # needs the optional sentencepiece package
         from kerasformer.tokenizers.sentencepiece import SpTokenizer
 
@@ -10,4 +14,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'kerasformer.tokenizers' has no attribute {name!r}")
 
 
-__all__ = ["SpTokenizer", "Tokenizer", "TokenizerBase", "load_vocab", "save_vocab"]
+__all__ = ["HFTokenizer", "SpTokenizer", "Tokenizer", "TokenizerBase", "load_tokenizer", "load_vocab", "save_vocab"]

@@ -53,6 +53,7 @@ the ids are the same. Offsets (`rematch`) agree with HF's `offset_mapping`
 (first and last character of each token) wherever the ids agree.
 """
 
+import os
 import re
 import unicodedata
 from itertools import accumulate, chain, compress
@@ -107,7 +108,7 @@ def load_vocab(dict_path, encoding="utf-8", simplified=False, startswith=None):
     """Read a BERT vocab.txt (one token per line, id = line number).
 
     Args:
-        dict_path: path of the vocab file.
+        dict_path: path of the vocab file, or of a model folder holding vocab.txt.
         encoding: file encoding.
         simplified: if True, also drop the tokens a Chinese model never needs
             (bert4keras' rule: a token longer than one character whose stem
@@ -125,6 +126,19 @@ def load_vocab(dict_path, encoding="utf-8", simplified=False, startswith=None):
     'token<TAB>count' files work), or the line itself if it is all whitespace.
     Unlike bert4keras, ids are line numbers even if a token repeats, as in HF.
     """
+    if os.path.isdir(dict_path):
+        if not os.path.exists(os.path.join(dict_path, "vocab.txt")):
+            raise KerasformerError(f"no vocab.txt in folder {dict_path}; for a tokenizer.json or a "
+                                   "SentencePiece model use kerasformer.load_tokenizer(folder)")
+        dict_path = os.path.join(dict_path, "vocab.txt")
+    if not os.path.exists(dict_path):
+        raise KerasformerError(f"vocabulary file not found: {dict_path}")
+    with open(dict_path, "rb") as reader:
+        head = reader.read(1024).lstrip()
+    if head.startswith(b"{"):  # JSON is no vocab.txt: read as one, it gives a one-token vocabulary
+        raise KerasformerError(
+            f"{dict_path} is a JSON file, not a BERT vocab.txt (one token per line); a Hugging Face "
+            "tokenizer.json loads with kerasformer.load_tokenizer(path)")
     token_dict = {}
     with open(dict_path, encoding=encoding) as reader:
         for index, line in enumerate(reader):
@@ -391,9 +405,13 @@ class Tokenizer(TokenizerBase):
     """BERT's WordPiece tokenizer (bert4keras' `Tokenizer`).
 
     Args:
-        token_dict: path of a vocab.txt, or a dict token -> id.
+        token_dict: path of a vocab.txt, a model folder holding one, or a dict
+            token -> id.
         do_lower_case: lower-case and strip accents (uncased BERT models).
-            Chinese BERT vocabularies are uncased: use True with them.
+            Chinese BERT vocabularies are uncased: use True with them. None
+            (the default) means False, except for a folder, whose own records
+            decide (``tokenizer_config.json``, Google's ``uncased_...`` naming,
+            see ``kerasformer.tokenizers.hf.folder_lower_case``).
         word_maxlen: words longer than this many characters become [UNK]
             (100, as BERT/HF; bert4keras used 200).
         **kwargs: `token_start`, `token_end`, `pre_tokenize`, `token_translate`
@@ -407,12 +425,19 @@ class Tokenizer(TokenizerBase):
     after the tokenizer is built.
     """
 
-    def __init__(self, token_dict, do_lower_case=False, word_maxlen=100, **kwargs):
+    def __init__(self, token_dict, do_lower_case=None, word_maxlen=100, **kwargs):
         super().__init__(**kwargs)
+        if isinstance(token_dict, os.PathLike):
+            token_dict = os.fspath(token_dict)
         if is_string(token_dict):
+            folder = token_dict if os.path.isdir(token_dict) else None
             token_dict = load_vocab(token_dict)
+            if folder and do_lower_case is None:
+                from kerasformer.tokenizers.hf import folder_lower_case
 
-        self._do_lower_case = do_lower_case
+                do_lower_case = folder_lower_case(folder, token_dict)
+
+        self._do_lower_case = bool(do_lower_case)
         self._token_dict = token_dict
         self._token_dict_inv = {v: k for k, v in token_dict.items()}
         self._vocab_size = max(token_dict.values()) + 1 if token_dict else 0
@@ -423,6 +448,14 @@ class Tokenizer(TokenizerBase):
             setattr(self, "_token_%s_id" % name, token_dict.get(token) if token is not None else None)
 
         self._build_caches()
+
+    @classmethod
+    def from_pretrained(cls, folder, **kwargs):
+        """The tokenizer of a model folder's ``vocab.txt``, lower-cased as the folder
+        says unless ``do_lower_case`` is given (Hugging Face's ``from_pretrained``)."""
+        if not os.path.isdir(folder):
+            raise KerasformerError(f"Tokenizer.from_pretrained expects a model folder, got {folder!r}")
+        return cls(folder, **kwargs)
 
     def _build_caches(self):
         # No candidate piece can be longer than the longest vocab token: bounds the
