@@ -123,13 +123,14 @@ class LastTokenModel(keras.Model):
         return backend.predict(self, arrays[0] if single else arrays)
 
     # -- JAX shape buckets -------------------------------------------------------
-    @staticmethod
-    def _can_bucket(arrays):
-        """Only 2-D integer inputs of one shape (token ids, segment ids, positions):
-        anything else (an encoder's hidden states, say) is left exactly as given."""
+    def _can_bucket(self, arrays):
+        """Only 2-D integer inputs of one shape (token ids, segment ids, positions) whose
+        model inputs have a free length axis: anything else (an encoder's hidden states, a
+        fixed-shape condition such as a label) is left exactly as given."""
         shape = arrays[0].shape
-        return all(a.ndim == 2 and a.shape == shape and np.issubdtype(a.dtype, np.integer)
-                   for a in arrays)
+        free = all(len(spec.shape) == 2 and spec.shape[1] is None for spec in self.source.inputs)
+        return free and all(a.ndim == 2 and a.shape == shape and np.issubdtype(a.dtype, np.integer)
+                            for a in arrays)
 
     def _bucketed(self, arrays, extra=0):
         """Pad rows to a power of two and length to a multiple of ``length_bucket``

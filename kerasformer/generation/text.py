@@ -12,7 +12,8 @@ from kerasformer.errors import KerasformerError
 
 
 def is_text(prompts):
-    return isinstance(prompts, str) or any(isinstance(p, str) for p in prompts)
+    return isinstance(prompts, str) or (isinstance(prompts, (list, tuple))
+                                        and any(isinstance(p, str) for p in prompts))
 
 
 def resolve_tokenizer(tokenizer):
