@@ -18,7 +18,6 @@ from kerasformer.layers.positions import (RelativePositionEmbedding, SinusoidalP
 from kerasformer.layers.compat import (Concatenate1D, GatedAttentionUnit, GlobalAveragePooling1D,  # noqa: I001
                                        GlobalMaxPooling1D, Layer, LayerNormalization, ScaleOffset,
                                        integerize_shape)
-from kerasformer.training import Loss
 
 # As bert4keras, which replaced them in keras.layers: Keras' own GlobalMaxPooling1D ignores the
 # mask, so a ported script's keras.layers.GlobalMaxPooling1D() would silently pool padding.
@@ -37,6 +36,10 @@ __all__ = [
 
 
 def __getattr__(name):
+    if name == "Loss":  # lives in kerasformer.training, which imports the layers: load it on use
+        from kerasformer.training import Loss
+
+        return Loss
     # bert4keras.layers did `from keras.layers import *`: Dense, Lambda, Input, Dropout, ...
     if not name.startswith("_") and hasattr(_keras.layers, name):
         return getattr(_keras.layers, name)

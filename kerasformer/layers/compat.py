@@ -7,7 +7,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasformer.backend_compat import align, apply_rotary_position_embeddings, attention_normalize, sequence_masking
+# a module reference, not names: kerasformer.backend imports backend_compat, which imports these
+# layers, so the names exist only once backend_compat has finished loading
+from kerasformer import backend_compat as _compat
 from kerasformer.errors import KerasformerError
 
 
@@ -96,7 +98,7 @@ class ScaleOffset(keras.layers.Layer):
         if self.hidden_units is not None:
             conds = self.hidden_dense(conds)
         if len(conds.shape) == 2:
-            conds = align(conds, [0, -1], len(inputs.shape))
+            conds = _compat.align(conds, [0, -1], len(inputs.shape))
         return inputs, conds
 
     def call(self, inputs):
@@ -164,7 +166,7 @@ class GlobalMaxPooling1D(keras.layers.GlobalMaxPooling1D):
 
     def call(self, inputs, mask=None):
         axis = 1 if self.data_format == "channels_last" else 2
-        return ops.max(sequence_masking(inputs, mask, -np.inf, axis), axis=axis, keepdims=self.keepdims)
+        return ops.max(_compat.sequence_masking(inputs, mask, -np.inf, axis), axis=axis, keepdims=self.keepdims)
 
     def compute_mask(self, inputs, mask=None):
         return None
@@ -270,13 +272,13 @@ class GatedAttentionUnit(keras.layers.Layer):
             u, q = uq[..., :self.units], uq[..., self.units:]
             k, v = self.k_dense(k), self.v_dense(v)
         if p_bias == "rotary":
-            q, k = apply_rotary_position_embeddings(inputs[n], q, k)
+            q, k = _compat.apply_rotary_position_embeddings(inputs[n], q, k)
         elif p_bias is not None:
             raise KerasformerError(f"GatedAttentionUnit: p_bias must be None or 'rotary', got {str(p_bias)[:30]!r}")
         a = ops.einsum("bmd,bnd->bmn", q, k)
         if self.attention_scale:
             a = a / self.key_size ** 0.5
-        A = attention_normalize(a, mask, -1, self.normalization, a_bias)  # noqa: N806 - bert4keras' name
+        A = _compat.attention_normalize(a, mask, -1, self.normalization, a_bias)  # noqa: N806 - bert4keras' name
         if self.attention_dropout:
             A = self.dropout(A, training=training)  # noqa: N806
         return self.o_dense(u * ops.einsum("bmn,bnd->bmd", A, v))
