@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 import unicodedata
 
@@ -24,6 +23,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, REPO)
+
+from kerasformer.checkpoints.torch_pickle import atomic_write  # noqa: E402
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -296,16 +297,9 @@ def write_json(path, obj):
     a reader never sees half a file, and an interrupted run leaves the previous one intact."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_jsonable(obj), f, ensure_ascii=False, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(_jsonable(obj), f, ensure_ascii=False, indent=2)
+        f.write("\n")
     return path
 
 
