@@ -6,6 +6,7 @@ when writing) and whether the matrix is stored transposed. One generic routine
 here does the rest: it loads every variable or fails naming the variable and both
 shapes, and it reports what the checkpoint holds that the model did not use.
 """
+import collections.abc
 import dataclasses
 import logging
 import re
@@ -161,3 +162,35 @@ def export_weights(variables, sources):
             value = value.T
         out[source.name] = np.ascontiguousarray(value)
     return out
+
+
+class TensorsWithout(collections.abc.Mapping):
+    """A read-only view of a checkpoint without the names ``hide(name)`` is true for (tensors
+    a family derives instead of loading, such as attention-mask buffers). Shapes and dtypes
+    pass through, so loading still checks everything from metadata before reading data."""
+
+    def __init__(self, tensors, hide):
+        self.tensors = tensors
+        self.hidden = [n for n in tensors.keys() if hide(n)]
+        self._hidden = set(self.hidden)
+
+    def __getitem__(self, name):
+        if name in self._hidden:
+            raise KeyError(name)
+        return self.tensors[name]
+
+    def __iter__(self):
+        return (n for n in self.tensors.keys() if n not in self._hidden)
+
+    def __len__(self):
+        return len(self.tensors) - len(self._hidden)
+
+    def shape(self, name):
+        if hasattr(self.tensors, "shape"):
+            return self.tensors.shape(name)
+        return np.shape(self[name])
+
+    def dtype(self, name):
+        if hasattr(self.tensors, "dtype"):
+            return self.tensors.dtype(name)
+        return np.asarray(self[name]).dtype

@@ -33,7 +33,6 @@ Configs: Hugging Face ``config.json`` (``n_embd``, ``n_layer``, ``n_head``,
 OpenAI's ``hparams.json`` (``n_vocab``, ``n_ctx``, ...), or a BERT-style json (what
 bert4keras uses with the ``gpt/`` and GPT2-ML checkpoints); see ``GPT2.normalize_config``.
 """
-import collections.abc
 import dataclasses
 import os
 import re
@@ -42,7 +41,7 @@ import keras
 import numpy as np
 
 from kerasformer import masks
-from kerasformer.checkpoints.weights import WeightSource, load_weights
+from kerasformer.checkpoints.weights import TensorsWithout, WeightSource, load_weights
 from kerasformer.errors import KerasformerError, WeightMismatchError
 from kerasformer.layers import Embedding, FeedForward, MultiHeadAttention, PositionEmbedding
 from kerasformer.layers.masking import Add
@@ -296,8 +295,9 @@ class GPT2(Transformer):
         transforms = {path: slot.load for path, slot in slots.items() if slot.part or slot.conv}
         for path in self.vocabulary_variables():
             transforms[path] = _chain(transforms.get(path), self._embedding_transform)
-        self.load_report = load_weights(self.model_variables(), sources, _WithoutBuffers(tensors),
-                                        transforms, ignore_missing=self.ignore_invalid_weights)
+        self.load_report = load_weights(self.model_variables(), sources,
+                                        TensorsWithout(tensors, _BUFFER.search), transforms,
+                                        ignore_missing=self.ignore_invalid_weights)
         return self.load_report
 
     def export_tensors(self, naming="google", layout=None):
@@ -354,24 +354,9 @@ def _chain(first, second):
     return second if first is None else (lambda value: second(first(value)))
 
 
-class _WithoutBuffers(collections.abc.Mapping):
-    """The checkpoint minus Hugging Face's attention-mask buffers (``h.0.attn.bias``,
-    ``h.0.attn.masked_bias`` in older GPT-2 files), which are not weights."""
-
-    buffer = re.compile(r"(^|\.)h\.\d+\.attn\.(masked_)?bias$")
-
-    def __init__(self, tensors):
-        self.tensors = tensors
-        self.names = [n for n in tensors.keys() if not self.buffer.search(n)]
-
-    def __getitem__(self, name):
-        return self.tensors[name]
-
-    def __iter__(self):
-        return iter(self.names)
-
-    def __len__(self):
-        return len(self.names)
+# Hugging Face's attention-mask buffers (``h.0.attn.bias``, ``h.0.attn.masked_bias`` in older
+# GPT-2 files) are not weights
+_BUFFER = re.compile(r"(^|\.)h\.\d+\.attn\.(masked_)?bias$")
 
 
 class GPT2_ML(GPT2):

@@ -18,16 +18,16 @@ Checkpoints: Huawei's TF release uses Google BERT's names without
 use ``nezha.*`` plus one ``relative_positions_encoding.positions_encoding`` buffer per
 layer, which is derived, so it is skipped when loading.
 """
-import collections.abc
 import os
 import re
 
 import keras
 
+from kerasformer.checkpoints.weights import TensorsWithout
 from kerasformer.errors import FamilyMismatchError, KerasformerError
 from kerasformer.layers import FeedForward, MultiHeadAttention
-from kerasformer.layers.positions import RelativePositionEmbedding
 from kerasformer.layers.masking import Add
+from kerasformer.layers.positions import RelativePositionEmbedding
 from kerasformer.models.bert import BERT
 
 
@@ -123,7 +123,7 @@ class NEZHA(BERT):
             from kerasformer.checkpoints.resolve import open_checkpoint
 
             checkpoint = open_checkpoint(os.fspath(checkpoint))
-        view = _Without(checkpoint, self.derived_tensors)
+        view = TensorsWithout(checkpoint, lambda n: any(re.search(p, n) for p in self.derived_tensors))
         report = super().load_weights_from_checkpoint(view)
         report.ignored = sorted(report.ignored + view.hidden)
         return report
@@ -147,23 +147,3 @@ class NEZHA(BERT):
                 raise FamilyMismatchError(
                     "the checkpoint has attention kernels but no LayerNorm weights: it looks like a "
                     "RoFormer-v2 checkpoint; pass model='roformer_v2'")
-
-
-class _Without(collections.abc.Mapping):
-    """A read-only view of a checkpoint without the tensors whose names match ``patterns``."""
-
-    def __init__(self, tensors, patterns):
-        self._tensors = tensors
-        self.hidden = [n for n in tensors.keys() if any(re.search(p, n) for p in patterns)]
-        self._hidden = set(self.hidden)
-
-    def __getitem__(self, name):
-        if name in self._hidden:
-            raise KeyError(name)
-        return self._tensors[name]
-
-    def __iter__(self):
-        return (n for n in self._tensors.keys() if n not in self._hidden)
-
-    def __len__(self):
-        return len(self._tensors) - len(self._hidden)
