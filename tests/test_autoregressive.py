@@ -240,7 +240,10 @@ def test_last_token_matches_full_model(unilm):
 def test_last_token_refuses_buckets_when_padding_matters():
     """An encoder whose pad id is not 0 attends to zero-padding: buckets would change its
     output, so the check turns them off and the exact shapes are used."""
-    encoder = tiny(application="encoder", pad_token_id=VOCAB - 1)
+    # seeded, logits and moderate weights: with initializer_range=1.0 the attention saturates
+    # and some draws hide the padded keys almost entirely (a 3e-4 relative change: flaky)
+    keras.utils.set_random_seed(0)
+    encoder = tiny(application="encoder", pad_token_id=VOCAB - 1, with_mlm="linear", initializer_range=0.3)
     model = AutoRegressiveDecoder(None, 3, 4).last_token(encoder)
     x = [np.array([[2, 5, 6, 7, 3]]), np.zeros((1, 5), "int32")]
     expect = run(encoder, x)[:, -1]

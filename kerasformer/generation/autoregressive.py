@@ -70,6 +70,9 @@ class TakePosition(keras.layers.Layer):
     def compute_output_shape(self, x_shape, index_shape):
         return (x_shape[0],) + tuple(x_shape[2:])
 
+    def compute_mask(self, x, mask=None):
+        return None  # one position per row: no time axis left to mask
+
 
 # one last-token model per source model, shared by decoders (a new one would recompile)
 _LAST_TOKEN_MODELS = weakref.WeakKeyDictionary()

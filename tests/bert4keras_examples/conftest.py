@@ -138,6 +138,9 @@ def run_port(name, root, tmp_path):
         exec(code, namespace)
     finally:
         os.chdir(old)
+        from kerasformer.backend import set_gelu
+
+        set_gelu("erf")  # scripts switch the global GELU ('tanh'); later tests expect the default
     return namespace
 
 
