@@ -56,6 +56,9 @@ class LastPosition(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return (input_shape[0],) + tuple(input_shape[2:])
 
+    def compute_mask(self, x, mask=None):
+        return None  # one position per row: no time axis left to mask
+
 
 @keras.saving.register_keras_serializable(package="kerasformer")
 class TakePosition(keras.layers.Layer):
