@@ -324,3 +324,20 @@ def test_classify_from_pretrained_checkpoint(tmp_path, tiny_hf_bert):
     assert on_disk["data"]["classes"] == 2 and on_disk["data"]["dev_examples"] == 16
     assert on_disk["tricks"]["fgm_epsilon"] == 0.5 and on_disk["tricks"]["ema_momentum"] == pytest.approx(0.9)
     assert 0.0 <= on_disk["metrics"]["dev_accuracy"] <= 1.0
+
+
+def test_pretrain_chinese_smoke(tmp_path):
+    """The corpus of recipes/pretrain_chinese.py: Tang poems in simplified characters, the training
+    splits only; the exported folder loads with the MLM head."""
+    pytest.importorskip("opencc")
+    if not os.path.isdir(common.data_path("poetry")):
+        pytest.skip("../shared/data is not beside the project")
+    import pretrain_chinese
+
+    assert pretrain_chinese.main(["--out", str(tmp_path), "--smoke"]) == 0
+    poetry = (tmp_path / "corpus" / "poetry.txt").read_text(encoding="utf-8")
+    assert "無" not in poetry and "无" in poetry  # converted by OpenCC (t2s)
+    from kerasformer import build_transformer_model
+
+    model = build_transformer_model(str(tmp_path / "model"), str(tmp_path / "model"), with_mlm=True)
+    assert model.output_shape[-1] == sum(1 for _ in open(tmp_path / "vocab.txt", encoding="utf-8"))
