@@ -1,20 +1,30 @@
 """Encoder forward speed: BERT-base size, random weights, batch 8 x 128 tokens.
 
-kerasformer on JAX and on PyTorch vs Hugging Face transformers (PyTorch), in one run
-on one machine. Each contender runs in its own process (a Keras backend is fixed per
-process); the parent prints time per batch, achieved GFLOP/s and the ratio to HF.
+kerasformer on JAX and on PyTorch, in float32, bfloat16 (``dtype_policy='bfloat16'``) and
+int8 (``model.quantize('int8')``), through the user's path ``model.predict``, against
+Hugging Face transformers (eager PyTorch, ``inference_mode``) in float32 and bfloat16.
+The contenders run alternately, each in its own process with the same thread count
+(benchmarks/alternate.py); the table shows the median time and the median and spread of
+the per-round speed ratios to HF float32.
 
-    python benchmarks/bench_encoder.py [--batch 8] [--length 128] [--repeats 10]
+    python benchmarks/bench_encoder.py [--batch 8] [--length 128] [--rounds 5] [--threads 2]
+    python benchmarks/bench_encoder.py --only hf-torch kf-torch --rounds 9
 """
 import argparse
-import json
 import os
-import subprocess
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import alternate  # noqa: E402
 
 BERT_BASE = dict(vocab_size=21128, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                  intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)
+TINY = dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=128, max_position_embeddings=64, type_vocab_size=2)
+
+
+def shape(args):
+    return TINY if args.tiny else BERT_BASE
 
 
 def forward_flops(batch, length, c=BERT_BASE):
@@ -25,66 +35,65 @@ def forward_flops(batch, length, c=BERT_BASE):
     return batch * length * n * per_token_layer
 
 
-def inputs(batch, length):
+def inputs(args):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    ids = rng.integers(1, BERT_BASE["vocab_size"], size=(batch, length)).astype("int32")
+    ids = rng.integers(1, shape(args)["vocab_size"], size=(args.batch, args.length)).astype("int32")
     return ids, np.zeros_like(ids)
 
 
-def time_it(fn, repeats, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2]  # median
+def kerasformer(backend, precision="float32"):
+    def setup(args):
+        os.environ["KERAS_BACKEND"] = backend
+        import kerasformer  # noqa: F401
+        from kerasformer import build_transformer_model
+
+        c = shape(args)
+        model = build_transformer_model(
+            vocab_size=c["vocab_size"], hidden_size=c["hidden_size"], num_hidden_layers=c["num_hidden_layers"],
+            num_attention_heads=c["num_attention_heads"], intermediate_size=c["intermediate_size"],
+            max_position=c["max_position_embeddings"], segment_vocab_size=c["type_vocab_size"],
+            dtype_policy="bfloat16" if precision == "bfloat16" else None)
+        if precision == "int8":
+            model.quantize("int8")
+        x = list(inputs(args))
+        return lambda: float(model.predict(x, batch_size=args.batch, verbose=0).astype("float32").mean())
+
+    return setup
 
 
-def run_kerasformer(backend, args):
-    os.environ["KERAS_BACKEND"] = backend
-    import kerasformer  # noqa: F401
-    from kerasformer import build_transformer_model
-    from kerasformer.backend import compiled_forward, to_numpy
-
-    config = {**BERT_BASE, "max_position": 512, "segment_vocab_size": 2}
-    for key in ("max_position_embeddings", "type_vocab_size"):
-        config.pop(key)
-    model = build_transformer_model(**config)
-    forward = compiled_forward(model)
-    ids, segments = inputs(args.batch, args.length)
-    if backend == "torch":
+def hf(precision="float32"):
+    def setup(args):
         import torch
+        import transformers
 
-        ids, segments = torch.from_numpy(ids), torch.from_numpy(segments)
-    return time_it(lambda: to_numpy(forward([ids, segments])), args.repeats)
+        config = transformers.BertConfig(**shape(args))
+        model = transformers.BertModel(config, add_pooling_layer=False).eval()
+        if precision == "bfloat16":
+            model = model.to(torch.bfloat16)
+        ids, segments = (torch.from_numpy(a).long() for a in inputs(args))
+        mask = torch.ones_like(ids)
 
+        def fn():
+            with torch.inference_mode():
+                out = model(input_ids=ids, token_type_ids=segments, attention_mask=mask).last_hidden_state
+                return float(out.float().mean())
 
-def run_hf(args):
-    import torch
-    import transformers
+        return fn
 
-    config = transformers.BertConfig(**BERT_BASE)
-    model = transformers.BertModel(config, add_pooling_layer=False).eval()
-    ids, segments = inputs(args.batch, args.length)
-    ids, segments = torch.from_numpy(ids).long(), torch.from_numpy(segments).long()
-    mask = torch.ones_like(ids)
-
-    def fn():
-        with torch.inference_mode():
-            return model(input_ids=ids, token_type_ids=segments, attention_mask=mask).last_hidden_state.numpy()
-
-    return time_it(fn, args.repeats)
+    return setup
 
 
 CONTENDERS = {
-    "kerasformer-jax": lambda a: run_kerasformer("jax", a),
-    "kerasformer-torch": lambda a: run_kerasformer("torch", a),
-    "hf-transformers-torch": run_hf,
+    "hf-torch": hf(),
+    "kf-jax": kerasformer("jax"),
+    "kf-torch": kerasformer("torch"),
+    "hf-torch-bf16": hf("bfloat16"),
+    "kf-jax-bf16": kerasformer("jax", "bfloat16"),
+    "kf-torch-bf16": kerasformer("torch", "bfloat16"),
+    "kf-jax-int8": kerasformer("jax", "int8"),
+    "kf-torch-int8": kerasformer("torch", "int8"),
 }
 
 
@@ -92,29 +101,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--worker", choices=sorted(CONTENDERS), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        print(json.dumps({"seconds": CONTENDERS[args.worker](args)}))
-        return
-    flops = forward_flops(args.batch, args.length)
-    results = {}
-    for name in CONTENDERS:
-        cmd = [sys.executable, __file__, "--worker", name, "--batch", str(args.batch),
-               "--length", str(args.length), "--repeats", str(args.repeats)]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
-            continue
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
-    base = results.get("hf-transformers-torch")
-    print(f"BERT-base forward, batch {args.batch} x {args.length} tokens, median of {args.repeats}, "
-          f"{os.cpu_count()} CPU cores")
-    print(f"{'contender':24s} {'ms/batch':>10s} {'GFLOP/s':>9s} {'speed vs HF':>12s}")
-    for name, seconds in results.items():
-        ratio = f"{base / seconds:.2f}x" if base else "-"
-        print(f"{name:24s} {seconds * 1e3:10.1f} {flops / seconds / 1e9:9.1f} {ratio:>12s}")
+    parser.add_argument("--tiny", action="store_true", help="a 2-layer model (the test suite's smoke run)")
+    args, _ = parser.parse_known_args()
+    flops = forward_flops(args.batch, args.length, shape(args))
+    return alternate.main(__file__, CONTENDERS, parser, baseline="hf-torch", units=(flops / 1e9, "GFLOP/s"),
+                          describe=f"BERT{'-tiny' if args.tiny else '-base'} encoder forward, batch "
+                                   f"{args.batch} x {args.length}, random weights")
 
 
 if __name__ == "__main__":
