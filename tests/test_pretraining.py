@@ -209,6 +209,27 @@ def test_resume_continues_exactly(corpus, full_run):
     assert rows[0].startswith("step,loss,tokens_per_s,mfu") and len(rows) == 5
 
 
+def test_tensorboard_log(full_run):
+    """The same loss curve in TensorBoard's event files (written by tensorboardX, no TensorFlow)."""
+    pytest.importorskip("tensorboardX")
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    out, losses = full_run
+    scalars = {}
+    for name in os.listdir(out / "tensorboard"):
+        data = (out / "tensorboard" / name).read_bytes()
+        while data:  # TFRecord framing: length, its CRC, the record, its CRC
+            (length,) = struct.unpack("<Q", data[:8])
+            event = Event.FromString(data[12:12 + length])
+            data = data[16 + length:]
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    np.testing.assert_allclose([v for _, v in sorted(scalars["pretrain/loss"])], losses, rtol=1e-6)
+    assert [s for s, _ in sorted(scalars["pretrain/mfu"])] == [1, 2, 3, 4]
+
+
 def test_model_folder_loads_here_and_in_hf(full_run):
     from kerasformer import build_transformer_model
 

@@ -312,6 +312,7 @@ def pretrain(objective, data, vocab, out, config="small", model="bert", init=Non
         from tqdm import tqdm
 
         bar = tqdm(total=steps, initial=step, desc=f"pretrain {objective}", disable=not progress or process_index)
+        board = _tensorboard(os.path.join(out, "tensorboard"), process_index)
         t_last, steps_since = time.perf_counter(), 0
         try:
             while step < steps:
@@ -329,6 +330,9 @@ def pretrain(objective, data, vocab, out, config="small", model="bert", init=Non
                     rows.append({"step": step, "loss": f"{loss:.6f}", "tokens_per_s": f"{tps:.1f}",
                                  "mfu": f"{mfu:.4f}", "time": f"{time.time():.1f}"})
                     bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}", mfu=f"{mfu:.1%}")
+                    if board is not None:
+                        for tag, value in (("loss", loss), ("tokens_per_s", tps), ("mfu", mfu)):
+                            board.add_scalar(f"pretrain/{tag}", value, step)
                     t_last, steps_since = time.perf_counter(), 0
                 bar.update(1)
                 if step % save_every == 0 or step == steps:
@@ -339,6 +343,8 @@ def pretrain(objective, data, vocab, out, config="small", model="bert", init=Non
         finally:
             bar.close()
             loader.close()
+            if board is not None:
+                board.close()
         if process_index == 0:
             if ema:
                 train_model.optimizer.apply_ema_weights(train_model)
@@ -350,6 +356,18 @@ def pretrain(objective, data, vocab, out, config="small", model="bert", init=Non
 
 def _save(directory, model, step, loader, seed, keep):
     ckpt.save_checkpoint(directory, model, {"step": step, "loader": loader.state_dict(), "seed": seed}, keep=keep)
+
+
+def _tensorboard(directory, process_index):
+    """A TensorBoard writer of the same rows as ``log.csv`` where ``tensorboardX`` is installed
+    (it writes event files without TensorFlow); None elsewhere, and on every host but the first."""
+    if process_index:
+        return None
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(directory, flush_secs=30)
 
 
 def _read_log(path, upto):
