@@ -85,3 +85,12 @@ def test_bench_words():
     pytest.importorskip("nlp_zero", exc_type=ImportError)
     text = run("bench_words.py", "--chars", "20000", "--rounds", "1")
     assert "round 1" in text
+
+
+def test_bench_pretrain_data():
+    corpus = os.path.join(REPO, "..", "shared", "data", "sentiment", "chnsenticorp", "train.tsv")
+    if not os.path.exists(corpus):
+        pytest.skip("../shared/data is not beside the project")
+    text = run("bench_pretrain_data.py", "--docs", "200", "--batches", "3", "--steps", "1", "--config", "tiny",
+               "--workers", "1", "--batch-size", "4", "--seq-len", "32")
+    assert "chars/s" in text and "faster than the step" in text
