@@ -27,6 +27,7 @@ import tempfile
 import numpy as np
 
 from kerasformer.errors import KerasformerError
+from kerasformer.words import native
 
 MAX_CODE_POINT = 0x110000
 _WORD_RANGES = [(0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0xF900, 0xFAFF), (0x20000, 0x2FFFF),
@@ -79,6 +80,8 @@ def merge_counts(parts):
 
 
 def _merge_two(a, b):
+    if native.AVAILABLE:
+        return native.merge_two(a, b)
     # where each key of b goes in the merged array: after the keys of a below it (and
     # before an equal one); the rest of the slots are a's, in order
     slots = np.searchsorted(a[0], b[0]) + np.arange(len(b[0]))
@@ -156,6 +159,14 @@ def group_prefixes(sorted_keys, bits, order, whole=False, first=1):
     return out
 
 
+def count_keys(keys, bits, order, first=1, whole=False):
+    """`group_prefixes` of `keys` in any order: sorted, then grouped (compiled kernels when
+    built: a radix sort and one grouping pass; else numpy's sort and one pass per order)."""
+    if native.AVAILABLE:
+        return native.group(native.sort(keys, bits * order), bits, order, first, whole)
+    return group_prefixes(np.sort(keys), bits, order, whole, first)
+
+
 def count_ids(ids):
     """(ids, counts) of the non-zero values of `ids` (a bincount)."""
     counts = np.bincount(ids, minlength=2)
@@ -166,10 +177,12 @@ def count_ids(ids):
 
 def count_chunk(ids, bits, order):
     """[(keys, counts) for n in 1..order] of one chunk of ids (0 = break)."""
+    if native.AVAILABLE:
+        return [count_ids(ids)] + count_keys(native.start_keys(ids, bits, order), bits, order, first=2)
     keys, ahead = start_keys(ids, bits, order)
     # 1-grams by a bincount; one sort for every longer order, of the positions that start
     # a 2-gram (sorting is the main cost of counting)
-    return [count_ids(ids)] + group_prefixes(np.sort(keys[ahead > 1]), bits, order, first=2)
+    return [count_ids(ids)] + count_keys(keys[ahead > 1], bits, order, first=2)
 
 
 # -- corpus reading ----------------------------------------------------------------

@@ -27,7 +27,8 @@ from collections import Counter
 import numpy as np
 
 from kerasformer.errors import KerasformerError
-from kerasformer.words.counting import (_map, atomic_write, reusable, count_ngrams, group_prefixes, iter_chunks,
+from kerasformer.words import native
+from kerasformer.words.counting import (_map, atomic_write, reusable, count_keys, count_ngrams, iter_chunks,
                                         merge_counts, start_keys, word_code_points, _bar)
 
 METHODS = ("min_entropy", "nlp_zero")
@@ -168,16 +169,21 @@ def _pieces_worker(text):
         _PIECES["sets"] = [None] + [KeySet(s, bits * n) for n, s in enumerate(solid[1:], 2)]
     sets = _PIECES["sets"]
     order = len(solid)
-    keys, ahead = start_keys(ids, bits, order)
-    starts, ends = piece_bounds(keys, ahead, bits, sets)
-    lengths = ends - starts
-    # a piece of <= order characters is its start key with the characters after it
-    # zeroed: one sort counts the pieces of every length
-    sel = lengths <= order
-    keep = (np.uint64(1) << (np.uint64(bits) * (order - lengths[sel]).astype(np.uint64))) - np.uint64(1)
-    piece_keys = keys[starts[sel]] & ~keep
-    short = group_prefixes(np.sort(piece_keys), bits, order, whole=True)
-    long_ = Counter(text[s:e] for s, e in zip(starts[lengths > order].tolist(), ends[lengths > order].tolist()))
+    if native.AVAILABLE:
+        piece_keys, bounds = native.pieces(ids, bits, order, sets)
+        starts, ends = bounds[:, 0], bounds[:, 1]
+    else:
+        keys, ahead = start_keys(ids, bits, order)
+        starts, ends = piece_bounds(keys, ahead, bits, sets)
+        lengths = ends - starts
+        # a piece of <= order characters is its start key with the characters after it
+        # zeroed: one sort counts the pieces of every length
+        sel = lengths <= order
+        keep = (np.uint64(1) << (np.uint64(bits) * (order - lengths[sel]).astype(np.uint64))) - np.uint64(1)
+        piece_keys = keys[starts[sel]] & ~keep
+        starts, ends = starts[~sel], ends[~sel]
+    short = count_keys(piece_keys, bits, order, whole=True)
+    long_ = Counter(text[s:e] for s, e in zip(starts.tolist(), ends.tolist()))
     return short, long_
 
 
