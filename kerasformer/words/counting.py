@@ -49,6 +49,10 @@ _IS_WORD = np.zeros(MAX_CODE_POINT, dtype=bool)
 for _lo, _hi in _WORD_RANGES:
     _IS_WORD[_lo:_hi + 1] = True
 
+# code point -> its normalised code point if that is a word character, else 0: one gather
+# does what normalise + the word test + np.where do
+_WORD_CODE = np.where(_IS_WORD[_NORMALISE], _NORMALISE, 0).astype(np.uint32)
+
 FULL_TO_HALF = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 
 
@@ -57,16 +61,19 @@ def normalise(text):
     return text.translate(FULL_TO_HALF)
 
 
+def raw_code_points(text):
+    """Code points of `text` as a uint32 array (index i = text[i]; all < MAX_CODE_POINT)."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
 def code_points(text):
     """Normalised code points of `text` as a uint32 array (index i = text[i])."""
-    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    return _NORMALISE[np.minimum(codes, MAX_CODE_POINT - 1)]
+    return _NORMALISE[raw_code_points(text)]
 
 
 def word_code_points(text):
-    """Code points of `text` with every non-word character set to 0 (a break)."""
-    codes = code_points(text)
-    return np.where(_IS_WORD[codes], codes, 0)
+    """Normalised code points of `text` with every non-word character set to 0 (a break)."""
+    return _WORD_CODE[raw_code_points(text)]
 
 
 def merge_counts(parts):
@@ -80,8 +87,10 @@ def merge_counts(parts):
 
 
 def _merge_two(a, b):
-    if native.AVAILABLE:
-        return native.merge_two(a, b)
+    return native.merge_two(a, b) if native.AVAILABLE else _merge_numpy(a, b)
+
+
+def _merge_numpy(a, b):
     # where each key of b goes in the merged array: after the keys of a below it (and
     # before an equal one); the rest of the slots are a's, in order
     slots = np.searchsorted(a[0], b[0]) + np.arange(len(b[0]))
@@ -294,17 +303,18 @@ class NgramCounts:
 
     @property
     def table(self):
-        """Code point -> id (0 for a break or a pruned character)."""
+        """Code point -> id (0 for a break or a pruned character), of raw code points as of
+        normalised ones (a full-width letter maps to the id of its ASCII letter)."""
         if self._table is None:
             table = np.zeros(MAX_CODE_POINT, np.uint32)
             if self.chars:
                 table[[ord(c) for c in self.chars]] = np.arange(1, len(self.chars) + 1, dtype=np.uint32)
-            self._table = table
+            self._table = table[_WORD_CODE]
         return self._table
 
     def encode(self, text):
         """Ids of `text` (normalised; 0 = break or unknown character)."""
-        return self.table[word_code_points(text)]
+        return self.table[raw_code_points(text)]
 
     def lookup(self, keys, n):
         """Counts of packed n-gram `keys` (0 where not kept)."""
@@ -393,7 +403,7 @@ def _init_worker(table, bits, order):
 
 
 def _count_ngrams_worker(text):
-    return count_chunk(_WORKER["table"][word_code_points(text)], _WORKER["bits"], _WORKER["order"])
+    return count_chunk(_WORKER["table"][raw_code_points(text)], _WORKER["bits"], _WORKER["order"])
 
 
 def _map(func, chunks, workers, initializer=None, initargs=()):

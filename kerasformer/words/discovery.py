@@ -29,7 +29,7 @@ import numpy as np
 from kerasformer.errors import KerasformerError
 from kerasformer.words import native
 from kerasformer.words.counting import (_map, atomic_write, reusable, count_keys, count_ngrams, iter_chunks,
-                                        merge_counts, start_keys, word_code_points, _bar)
+                                        merge_counts, normalise, raw_code_points, start_keys, _bar)
 
 METHODS = ("min_entropy", "nlp_zero")
 DEFAULT_MIN_PMI = {"min_entropy": (1.0, 3.0, 5.0), "nlp_zero": (1.0,)}
@@ -163,7 +163,7 @@ def _init_pieces(table, bits, solid):
 
 def _pieces_worker(text):
     """Counts of one chunk's pieces: [(keys, counts)] for lengths 1..order, Counter beyond."""
-    ids = _PIECES["table"][word_code_points(text)]
+    ids = _PIECES["table"][raw_code_points(text)]
     bits, solid = _PIECES["bits"], _PIECES["solid"]
     if "sets" not in _PIECES:
         _PIECES["sets"] = [None] + [KeySet(s, bits * n) for n, s in enumerate(solid[1:], 2)]
@@ -183,7 +183,10 @@ def _pieces_worker(text):
         piece_keys = keys[starts[sel]] & ~keep
         starts, ends = starts[~sel], ends[~sel]
     short = count_keys(piece_keys, bits, order, whole=True)
-    long_ = Counter(text[s:e] for s, e in zip(starts.tolist(), ends.tolist()))
+    # pieces longer than the order: cut from the text, normalised like the ids (one
+    # translate of them all: a piece holds word characters only, never a newline)
+    long_ = Counter(normalise("\n".join([text[s:e] for s, e in zip(starts.tolist(), ends.tolist())])).split("\n")
+                    if len(starts) else ())
     return short, long_
 
 
