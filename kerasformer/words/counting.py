@@ -71,6 +71,20 @@ def code_points(text):
     return _NORMALISE[raw_code_points(text)]
 
 
+def code_slices(codes, starts, ends):
+    """[str of codes[s:e] for each s, e] (code points that are no newline): one gather and
+    one decode for all, not a slice and a string per piece."""
+    lengths = (ends - starts).astype(np.intp) + 1  # + a newline after each
+    if not len(lengths):
+        return []
+    piece = np.repeat(np.arange(len(lengths)), lengths)
+    within = np.arange(len(piece)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out = np.full(len(piece), 10, np.uint32)
+    inside = within < lengths[piece] - 1
+    out[inside] = codes[starts[piece[inside]] + within[inside]]
+    return out.tobytes().decode("utf-32-le").split("\n")[:-1]
+
+
 def word_code_points(text):
     """Normalised code points of `text` with every non-word character set to 0 (a break)."""
     return _WORD_CODE[raw_code_points(text)]

@@ -28,8 +28,8 @@ import numpy as np
 
 from kerasformer.errors import KerasformerError
 from kerasformer.words import native
-from kerasformer.words.counting import (_map, atomic_write, reusable, count_keys, count_ngrams, iter_chunks,
-                                        merge_counts, normalise, raw_code_points, start_keys, _bar)
+from kerasformer.words.counting import (_map, atomic_write, code_slices, reusable, count_keys, count_ngrams, iter_chunks,
+                                        merge_counts, raw_code_points, start_keys, _bar, _NORMALISE)
 
 METHODS = ("min_entropy", "nlp_zero")
 DEFAULT_MIN_PMI = {"min_entropy": (1.0, 3.0, 5.0), "nlp_zero": (1.0,)}
@@ -163,7 +163,8 @@ def _init_pieces(table, bits, solid):
 
 def _pieces_worker(text):
     """Counts of one chunk's pieces: [(keys, counts)] for lengths 1..order, Counter beyond."""
-    ids = _PIECES["table"][raw_code_points(text)]
+    codes = raw_code_points(text)
+    ids = _PIECES["table"][codes]
     bits, solid = _PIECES["bits"], _PIECES["solid"]
     if "sets" not in _PIECES:
         _PIECES["sets"] = [None] + [KeySet(s, bits * n) for n, s in enumerate(solid[1:], 2)]
@@ -183,10 +184,8 @@ def _pieces_worker(text):
         piece_keys = keys[starts[sel]] & ~keep
         starts, ends = starts[~sel], ends[~sel]
     short = count_keys(piece_keys, bits, order, whole=True)
-    # pieces longer than the order: cut from the text, normalised like the ids (one
-    # translate of them all: a piece holds word characters only, never a newline)
-    long_ = Counter(normalise("\n".join([text[s:e] for s, e in zip(starts.tolist(), ends.tolist())])).split("\n")
-                    if len(starts) else ())
+    # pieces longer than the order, normalised like the ids (strings made in one decode)
+    long_ = Counter(code_slices(_NORMALISE[codes], starts, ends))
     return short, long_
 
 
