@@ -138,6 +138,11 @@ EXPORT int64_t kf_start_keys(const uint32_t *ids, int64_t n, int bits, int order
     return m;
 }
 
+/* out[id] += 1 for every id (out: room for max(ids) + 1, zeroed). */
+EXPORT void kf_bincount(const uint32_t *ids, int64_t n, int64_t *out) {
+    for (int64_t i = 0; i < n; i++) out[ids[i]]++;
+}
+
 /* Membership of an n-gram key in one KeySet of discovery.py (same layout): a bitmap, or an
    open-addressing table (Fibonacci hash, linear probing, 0 = empty). */
 static int contains(uint64_t k, const void *set, int hash_bits) {

@@ -183,16 +183,17 @@ def group_prefixes(sorted_keys, bits, order, whole=False, first=1):
 
 
 def count_keys(keys, bits, order, first=1, whole=False):
-    """`group_prefixes` of `keys` in any order: sorted, then grouped (compiled kernels when
-    built: a radix sort and one grouping pass; else numpy's sort and one pass per order)."""
+    """`group_prefixes` of `keys` in any order: sorted (in place: pass an array of your
+    own), then grouped (compiled kernels when built: a radix sort and one grouping pass;
+    else numpy's sort and one pass per order)."""
     if native.AVAILABLE:
-        return native.group(native.sort(keys, bits * order), bits, order, first, whole)
+        return native.group(native.sort(keys, bits * order, copy=False), bits, order, first, whole)
     return group_prefixes(np.sort(keys), bits, order, whole, first)
 
 
 def count_ids(ids):
     """(ids, counts) of the non-zero values of `ids` (a bincount)."""
-    counts = np.bincount(ids, minlength=2)
+    counts = native.bincount(ids, 2) if native.AVAILABLE and ids.dtype == np.uint32 else np.bincount(ids, minlength=2)
     counts[0] = 0  # breaks
     uniq = np.flatnonzero(counts)
     return uniq.astype(np.uint64), counts[uniq].astype(np.int64)

@@ -31,6 +31,8 @@ def _load():
     lib.kf_group.restype = None
     lib.kf_merge.argtypes = [_P, _P, _I64, _P, _P, _I64, _P, _P]
     lib.kf_merge.restype = _I64
+    lib.kf_bincount.argtypes = [_P, _I64, _P]
+    lib.kf_bincount.restype = None
     lib.kf_start_keys.argtypes = [_P, _I64, ctypes.c_int, ctypes.c_int, _P]
     lib.kf_start_keys.restype = _I64
     lib.kf_pieces.argtypes = [_P, _I64, ctypes.c_int, ctypes.c_int, _P, _P, _P, _P, _P]
@@ -46,9 +48,12 @@ def _ptr(a):
     return a.ctypes.data
 
 
-def sort(keys, key_bits):
-    """A sorted copy of uint64 `keys` (all below 2^key_bits)."""
-    out = np.ascontiguousarray(keys, np.uint64).copy()
+def sort(keys, key_bits, copy=True):
+    """uint64 `keys` (all below 2^key_bits) sorted: a sorted copy, or (copy=False, a
+    contiguous uint64 array) sorted in place."""
+    out = np.ascontiguousarray(keys, np.uint64)
+    if copy or out is not keys:
+        out = out.copy()
     tmp = np.empty_like(out)  # held here: a temporary's memory would be freed before the call
     if _LIB.kf_sort(_ptr(out), _ptr(tmp), len(out), int(key_bits)):
         raise MemoryError("radix sort: out of memory")
@@ -79,11 +84,19 @@ def merge_two(a, b):
     return keys[:size], counts[:size]
 
 
+def bincount(ids, minlength):
+    """np.bincount of uint32 `ids` (without its cast of every id to int64 first)."""
+    ids = np.ascontiguousarray(ids, np.uint32)
+    out = np.zeros(max(int(ids.max()) + 1 if len(ids) else 0, minlength), np.int64)
+    _LIB.kf_bincount(_ptr(ids), len(ids), _ptr(out))
+    return out
+
+
 def start_keys(ids, bits, order):
     """`counting.start_keys(ids, bits, order)[0]` of the positions whose `ahead` is >= 2."""
     ids = np.ascontiguousarray(ids, np.uint32)
     out = np.empty(len(ids), np.uint64)
-    return out[:_LIB.kf_start_keys(_ptr(ids), len(ids), bits, order, _ptr(out))].copy()
+    return out[:_LIB.kf_start_keys(_ptr(ids), len(ids), bits, order, _ptr(out))]
 
 
 def pieces(ids, bits, order, sets):
@@ -99,4 +112,4 @@ def pieces(ids, bits, order, sets):
     n_long = np.zeros(1, np.int64)
     n_short = _LIB.kf_pieces(_ptr(ids), len(ids), bits, order, ctypes.cast(table_ptrs, _P), _ptr(hash_bits),
                              _ptr(short), _ptr(long_), _ptr(n_long))
-    return short[:n_short].copy(), long_[:n_long[0]].copy()
+    return short[:n_short], long_[:n_long[0]]
