@@ -188,6 +188,17 @@ EXPORT int64_t kf_pieces(const uint32_t *ids, int64_t n, int bits, int order, co
     return ns;
 }
 
+/* counting.code_slices: codes[start:end] of each (start, end) row, each followed by a
+   newline, into out (room for the total length + k); returns the length written. */
+EXPORT int64_t kf_slices(const uint32_t *codes, const int64_t *bounds, int64_t k, uint32_t *out) {
+    int64_t o = 0;
+    for (int64_t i = 0; i < k; i++) {
+        for (int64_t p = bounds[2 * i]; p < bounds[2 * i + 1]; p++) out[o++] = codes[p];
+        out[o++] = 10;
+    }
+    return o;
+}
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, NULL};
 
 PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }

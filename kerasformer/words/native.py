@@ -31,6 +31,8 @@ def _load():
     lib.kf_group.restype = None
     lib.kf_merge.argtypes = [_P, _P, _I64, _P, _P, _I64, _P, _P]
     lib.kf_merge.restype = _I64
+    lib.kf_slices.argtypes = [_P, _P, _I64, _P]
+    lib.kf_slices.restype = _I64
     lib.kf_bincount.argtypes = [_P, _I64, _P]
     lib.kf_bincount.restype = None
     lib.kf_start_keys.argtypes = [_P, _I64, ctypes.c_int, ctypes.c_int, _P]
@@ -82,6 +84,15 @@ def merge_two(a, b):
     counts = np.empty(len(keys), np.int64)
     size = _LIB.kf_merge(_ptr(ak), _ptr(ac), len(ak), _ptr(bk), _ptr(bc), len(bk), _ptr(keys), _ptr(counts))
     return keys[:size], counts[:size]
+
+
+def slices(codes, bounds):
+    """The uint32 array of codes[s:e] for each (s, e) row of `bounds`, each followed by 10."""
+    codes = np.ascontiguousarray(codes, np.uint32)
+    bounds = np.ascontiguousarray(bounds, np.int64)
+    out = np.empty(int((bounds[:, 1] - bounds[:, 0]).sum()) + len(bounds), np.uint32)
+    _LIB.kf_slices(_ptr(codes), _ptr(bounds), len(bounds), _ptr(out))
+    return out
 
 
 def bincount(ids, minlength):
