@@ -1,4 +1,4 @@
-"""The compiled kernels of `_native.c` (radix sort, grouping, merging), through ctypes.
+"""The compiled kernels of `_native.c` (radix sort, grouping, merging, the cut), via ctypes.
 
 `pip install -e .` / `pip install .` builds them (setup.py; optional: an install without a C
 compiler still succeeds). Without them every caller falls back to the numpy versions in
