@@ -14,7 +14,8 @@ import pytest
 from kerasformer.errors import KerasformerError
 from kerasformer.words import (NgramCounts, Segmenter, branching_entropy, count_ngrams, discover, load_lexicon,
                                ngram_pmi, save_lexicon)
-from kerasformer.words.counting import iter_chunks, merge_counts
+from kerasformer.words import native
+from kerasformer.words.counting import _merge_numpy, group_prefixes, iter_chunks, merge_counts, start_keys
 from kerasformer.words.discovery import KeySet, count_pieces, solid_ngrams
 from kerasformer.words.domain import compare_counts, domain_terms
 from kerasformer.words.segment import bakeoff_score
@@ -54,7 +55,7 @@ def synthetic():
     return lexicon, sentences
 
 
-def test_counts_match_naive_counter(random_text, tmp_path):
+def test_counts_match_naive_counter(random_text, tmp_path, kernels):
     normalised = random_text.replace("Ｘ", "X").replace("３", "3")  # full-width -> ASCII
     ref = naive_ngrams(normalised, 4)
     single = count_ngrams([random_text], order=4, min_count=3, chunk_chars=5000, progress=False)
@@ -123,13 +124,29 @@ def test_pmi_and_branching_entropy_match_definitions(random_text):
         assert h == pytest.approx(expected)
 
 
-def test_pieces_match_naive_cut(random_text):
+@pytest.fixture(params=["native", "numpy"])
+def kernels(request, monkeypatch):
+    """Runs a test with the compiled kernels, then with the numpy fallback."""
+    if request.param == "numpy":
+        monkeypatch.setattr(native, "AVAILABLE", False)
+    else:
+        _require_native()
+    return request.param
+
+
+def _require_native():
+    if os.environ.get("KERASFORMER_NO_NATIVE"):
+        pytest.skip("KERASFORMER_NO_NATIVE is set: numpy kernels only")
+    assert native.AVAILABLE, ("kerasformer/words/_native.c is not built: pip install -e . "
+                              "(or python setup.py build_ext --inplace)")
+
+
+def test_pieces_match_naive_cut(random_text, kernels):
     """count_pieces (key sets, one sort per chunk, long pieces) == cutting each sentence
-    in Python wherever no solid n-gram covers two neighbours."""
-    # already normalised: pieces longer than the order are cut from the raw text (so a
-    # full-width character stays full-width there; the others are decoded from ids)
+    in Python wherever no solid n-gram covers two neighbours, of the normalised text
+    (full-width letters and digits count as ASCII ones in pieces of every length)."""
     text = random_text.replace("Ｘ", "X").replace("３", "3")
-    counts = count_ngrams([text], order=3, min_count=1, progress=False)
+    counts = count_ngrams([random_text], order=3, min_count=1, progress=False)
     solid = solid_ngrams(counts, "min_entropy", [0.1, 0.5])
     solid_words = {w for n, s in enumerate(solid[1:], 2) for w in counts.decode(s, n)}
     assert 50 < len(solid_words) < len(counts) // 4  # some neighbours join, most do not
@@ -140,10 +157,46 @@ def test_pieces_match_naive_cut(random_text):
         cuts = [0] + [b for b in range(1, len(s)) if not joined[b]] + [len(s)]
         ref.update(s[a:b] for a, b in zip(cuts, cuts[1:]) if b > a)
     assert any(len(w) > 3 for w in ref)  # pieces longer than the order are counted too
-    assert count_pieces([text], counts, solid, chunk_chars=3000, progress=False) == dict(ref)
+    assert any(len(w) > 3 and ("X" in w or "3" in w) for w in ref)
+    assert count_pieces([random_text], counts, solid, chunk_chars=3000, progress=False) == dict(ref)
 
 
-def test_key_set_and_merge_match_numpy():
+def test_native_kernels_match_numpy(random_text):
+    """The compiled radix sort, grouping, merge, start keys and counts == the numpy code."""
+    _require_native()
+    rng = np.random.default_rng(0)
+    for key_bits in (1, 12, 52, 64):
+        for n in (0, 1, 1000, 30000):
+            keys = rng.integers(0, 2 ** key_bits - 1, n, dtype=np.uint64, endpoint=True)
+            np.testing.assert_array_equal(native.sort(keys, key_bits), np.sort(keys))
+    # zero-padded keys of 4 characters of 5 bits, prefixes of every length, with repeats
+    ids = rng.integers(0, 6, 20000).astype(np.uint32)
+    keys, ahead = start_keys(ids, 5, 4)
+    np.testing.assert_array_equal(native.start_keys(ids, 5, 4), keys[ahead > 1])
+    for whole in (False, True):
+        for first in (1, 2):
+            ours = native.group(np.sort(keys), 5, 4, first, whole)
+            ref = group_prefixes(np.sort(keys), 5, 4, whole, first)
+            for (k, c), (rk, rc) in zip(ours, ref, strict=True):
+                np.testing.assert_array_equal(k, rk)
+                np.testing.assert_array_equal(c, rc)
+    a = (np.unique(rng.integers(0, 99, 60).astype(np.uint64)), None)
+    b = (np.unique(rng.integers(0, 99, 40).astype(np.uint64)), None)
+    a, b = (a[0], rng.integers(1, 9, len(a[0]))), (b[0], rng.integers(1, 9, len(b[0])))
+    for x, y in zip(native.merge_two(a, b), _merge_numpy(a, b)):
+        np.testing.assert_array_equal(x, y)
+    with_native = count_ngrams([random_text], order=4, min_count=2, chunk_chars=4000, progress=False)
+    native.AVAILABLE = False
+    try:
+        with_numpy = count_ngrams([random_text], order=4, min_count=2, chunk_chars=4000, progress=False)
+    finally:
+        native.AVAILABLE = True
+    for n in range(4):
+        np.testing.assert_array_equal(with_native.keys[n], with_numpy.keys[n])
+        np.testing.assert_array_equal(with_native.counts[n], with_numpy.counts[n])
+
+
+def test_key_set_and_merge_match_numpy(kernels):
     rng = np.random.default_rng(0)
     for bits in (20, 40, 64):  # a bitmap, then a hash table
         for n in (1, 7, 3000):

@@ -27,6 +27,7 @@ import tempfile
 import numpy as np
 
 from kerasformer.errors import KerasformerError
+from kerasformer.words import native
 
 MAX_CODE_POINT = 0x110000
 _WORD_RANGES = [(0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0xF900, 0xFAFF), (0x20000, 0x2FFFF),
@@ -48,6 +49,10 @@ _IS_WORD = np.zeros(MAX_CODE_POINT, dtype=bool)
 for _lo, _hi in _WORD_RANGES:
     _IS_WORD[_lo:_hi + 1] = True
 
+# code point -> its normalised code point if that is a word character, else 0: one gather
+# does what normalise + the word test + np.where do
+_WORD_CODE = np.where(_IS_WORD[_NORMALISE], _NORMALISE, 0).astype(np.uint32)
+
 FULL_TO_HALF = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 
 
@@ -56,16 +61,36 @@ def normalise(text):
     return text.translate(FULL_TO_HALF)
 
 
+def raw_code_points(text):
+    """Code points of `text` as a uint32 array (index i = text[i]; all < MAX_CODE_POINT)."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
 def code_points(text):
     """Normalised code points of `text` as a uint32 array (index i = text[i])."""
-    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    return _NORMALISE[np.minimum(codes, MAX_CODE_POINT - 1)]
+    return _NORMALISE[raw_code_points(text)]
+
+
+def code_slices(codes, starts, ends):
+    """[str of codes[s:e] for each s, e] (code points that are no newline): one gather and
+    one decode for all, not a slice and a string per piece."""
+    lengths = (ends - starts).astype(np.intp) + 1  # + a newline after each
+    if not len(lengths):
+        return []
+    if native.AVAILABLE:
+        out = native.slices(codes, np.stack([starts, ends], axis=1))
+        return out.tobytes().decode("utf-32-le").split("\n")[:-1]
+    piece = np.repeat(np.arange(len(lengths)), lengths)
+    within = np.arange(len(piece)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out = np.full(len(piece), 10, np.uint32)
+    inside = within < lengths[piece] - 1
+    out[inside] = codes[starts[piece[inside]] + within[inside]]
+    return out.tobytes().decode("utf-32-le").split("\n")[:-1]
 
 
 def word_code_points(text):
-    """Code points of `text` with every non-word character set to 0 (a break)."""
-    codes = code_points(text)
-    return np.where(_IS_WORD[codes], codes, 0)
+    """Normalised code points of `text` with every non-word character set to 0 (a break)."""
+    return _WORD_CODE[raw_code_points(text)]
 
 
 def merge_counts(parts):
@@ -79,6 +104,10 @@ def merge_counts(parts):
 
 
 def _merge_two(a, b):
+    return native.merge_two(a, b) if native.AVAILABLE else _merge_numpy(a, b)
+
+
+def _merge_numpy(a, b):
     # where each key of b goes in the merged array: after the keys of a below it (and
     # before an equal one); the rest of the slots are a's, in order
     slots = np.searchsorted(a[0], b[0]) + np.arange(len(b[0]))
@@ -156,9 +185,18 @@ def group_prefixes(sorted_keys, bits, order, whole=False, first=1):
     return out
 
 
+def count_keys(keys, bits, order, first=1, whole=False):
+    """`group_prefixes` of `keys` in any order: sorted (in place: pass an array of your
+    own), then grouped (compiled kernels when built: a radix sort and one grouping pass;
+    else numpy's sort and one pass per order)."""
+    if native.AVAILABLE:
+        return native.group(native.sort(keys, bits * order, copy=False), bits, order, first, whole)
+    return group_prefixes(np.sort(keys), bits, order, whole, first)
+
+
 def count_ids(ids):
     """(ids, counts) of the non-zero values of `ids` (a bincount)."""
-    counts = np.bincount(ids, minlength=2)
+    counts = native.bincount(ids, 2) if native.AVAILABLE and ids.dtype == np.uint32 else np.bincount(ids, minlength=2)
     counts[0] = 0  # breaks
     uniq = np.flatnonzero(counts)
     return uniq.astype(np.uint64), counts[uniq].astype(np.int64)
@@ -166,10 +204,12 @@ def count_ids(ids):
 
 def count_chunk(ids, bits, order):
     """[(keys, counts) for n in 1..order] of one chunk of ids (0 = break)."""
+    if native.AVAILABLE:
+        return [count_ids(ids)] + count_keys(native.start_keys(ids, bits, order), bits, order, first=2)
     keys, ahead = start_keys(ids, bits, order)
     # 1-grams by a bincount; one sort for every longer order, of the positions that start
     # a 2-gram (sorting is the main cost of counting)
-    return [count_ids(ids)] + group_prefixes(np.sort(keys[ahead > 1]), bits, order, first=2)
+    return [count_ids(ids)] + count_keys(keys[ahead > 1], bits, order, first=2)
 
 
 # -- corpus reading ----------------------------------------------------------------
@@ -281,17 +321,18 @@ class NgramCounts:
 
     @property
     def table(self):
-        """Code point -> id (0 for a break or a pruned character)."""
+        """Code point -> id (0 for a break or a pruned character), of raw code points as of
+        normalised ones (a full-width letter maps to the id of its ASCII letter)."""
         if self._table is None:
             table = np.zeros(MAX_CODE_POINT, np.uint32)
             if self.chars:
                 table[[ord(c) for c in self.chars]] = np.arange(1, len(self.chars) + 1, dtype=np.uint32)
-            self._table = table
+            self._table = table[_WORD_CODE]
         return self._table
 
     def encode(self, text):
         """Ids of `text` (normalised; 0 = break or unknown character)."""
-        return self.table[word_code_points(text)]
+        return self.table[raw_code_points(text)]
 
     def lookup(self, keys, n):
         """Counts of packed n-gram `keys` (0 where not kept)."""
@@ -380,7 +421,7 @@ def _init_worker(table, bits, order):
 
 
 def _count_ngrams_worker(text):
-    return count_chunk(_WORKER["table"][word_code_points(text)], _WORKER["bits"], _WORKER["order"])
+    return count_chunk(_WORKER["table"][raw_code_points(text)], _WORKER["bits"], _WORKER["order"])
 
 
 def _map(func, chunks, workers, initializer=None, initargs=()):

@@ -27,8 +27,9 @@ from collections import Counter
 import numpy as np
 
 from kerasformer.errors import KerasformerError
-from kerasformer.words.counting import (_map, atomic_write, reusable, count_ngrams, group_prefixes, iter_chunks,
-                                        merge_counts, start_keys, word_code_points, _bar)
+from kerasformer.words import native
+from kerasformer.words.counting import (_map, atomic_write, code_slices, reusable, count_keys, count_ngrams, iter_chunks,
+                                        merge_counts, raw_code_points, start_keys, _bar, _NORMALISE)
 
 METHODS = ("min_entropy", "nlp_zero")
 DEFAULT_MIN_PMI = {"min_entropy": (1.0, 3.0, 5.0), "nlp_zero": (1.0,)}
@@ -79,13 +80,13 @@ def solid_ngrams(counts, method="min_entropy", min_pmi=None, min_proba=0.0):
 class KeySet:
     """Membership of non-zero uint64 keys in a set, vectorised. Keys below 2^DENSE_BITS:
     one bit each in a bitmap (one gather per query). Larger keys: an open-addressing hash
-    table (linear probing, at most 1/8 full, 0 = empty slot), so almost every query is
+    table (linear probing, under 2^-spare_bits full, 0 = empty slot), so almost every query is
     settled by one gather: its home slot holds it (a member) or nothing (not one). A
     binary search per query was the main cost of the pieces pass."""
 
     DENSE_BITS = 27  # a 16 MiB bitmap at most
 
-    def __init__(self, keys, key_bits=64):
+    def __init__(self, keys, key_bits=64, spare_bits=3):
         keys = np.unique(np.asarray(keys, np.uint64))
         if len(keys) and keys[0] == 0:
             raise KerasformerError("KeySet keys must be non-zero (0 marks an empty slot)")
@@ -95,7 +96,7 @@ class KeySet:
             np.bitwise_or.at(self.bitmap, (keys >> np.uint64(3)).astype(np.intp),
                              np.left_shift(np.uint8(1), (keys & np.uint64(7)).astype(np.uint8)))
             return
-        self.hash_bits = max(int(len(keys)).bit_length() + 3, 4)
+        self.hash_bits = max(int(len(keys)).bit_length() + spare_bits, 4)
         self.mask = (1 << self.hash_bits) - 1
         self.table = np.zeros(1 << self.hash_bits, np.uint64)
         # insert in rounds: each waiting key tries the next slot of its probe sequence; of
@@ -162,27 +163,40 @@ def _init_pieces(table, bits, solid):
 
 def _pieces_worker(text):
     """Counts of one chunk's pieces: [(keys, counts)] for lengths 1..order, Counter beyond."""
-    ids = _PIECES["table"][word_code_points(text)]
+    codes = raw_code_points(text)
+    ids = _PIECES["table"][codes]
     bits, solid = _PIECES["bits"], _PIECES["solid"]
     if "sets" not in _PIECES:
-        _PIECES["sets"] = [None] + [KeySet(s, bits * n) for n, s in enumerate(solid[1:], 2)]
+        # the compiled loop probes on its own: a table up to 1/4 full stays in cache;
+        # numpy's probing rounds want one at most 1/8 full
+        spare = 2 if native.AVAILABLE else 3
+        _PIECES["sets"] = [None] + [KeySet(s, bits * n, spare) for n, s in enumerate(solid[1:], 2)]
     sets = _PIECES["sets"]
     order = len(solid)
-    keys, ahead = start_keys(ids, bits, order)
-    starts, ends = piece_bounds(keys, ahead, bits, sets)
-    lengths = ends - starts
-    # a piece of <= order characters is its start key with the characters after it
-    # zeroed: one sort counts the pieces of every length
-    sel = lengths <= order
-    keep = (np.uint64(1) << (np.uint64(bits) * (order - lengths[sel]).astype(np.uint64))) - np.uint64(1)
-    piece_keys = keys[starts[sel]] & ~keep
-    short = group_prefixes(np.sort(piece_keys), bits, order, whole=True)
-    long_ = Counter(text[s:e] for s, e in zip(starts[lengths > order].tolist(), ends[lengths > order].tolist()))
+    if native.AVAILABLE:
+        piece_keys, bounds = native.pieces(ids, bits, order, sets)
+        starts, ends = bounds[:, 0], bounds[:, 1]
+    else:
+        keys, ahead = start_keys(ids, bits, order)
+        starts, ends = piece_bounds(keys, ahead, bits, sets)
+        lengths = ends - starts
+        # a piece of <= order characters is its start key with the characters after it
+        # zeroed: one sort counts the pieces of every length
+        sel = lengths <= order
+        keep = (np.uint64(1) << (np.uint64(bits) * (order - lengths[sel]).astype(np.uint64))) - np.uint64(1)
+        piece_keys = keys[starts[sel]] & ~keep
+        starts, ends = starts[~sel], ends[~sel]
+    short = count_keys(piece_keys, bits, order, whole=True)
+    # pieces longer than the order, normalised like the ids (strings made in one decode)
+    long_ = Counter(code_slices(_NORMALISE[codes], starts, ends))
     return short, long_
 
 
-def count_pieces(sources, counts, solid, chunk_chars=1 << 22, workers=1, progress=True):
-    """{piece: count} over the corpus, cut with `solid` (see `piece_bounds`)."""
+def count_pieces(sources, counts, solid, chunk_chars=1 << 22, workers=1, progress=True, min_count=1,
+                 min_proba=0.0):
+    """{piece: count} over the corpus, cut with `solid` (see `piece_bounds`). Pieces of 2+
+    characters seen fewer than max(min_count, min_proba * number of pieces) times are
+    left out (before they are decoded to strings); single characters are all kept."""
     order = len(solid)
     short = [[] for _ in range(order)]
     long_ = Counter()
@@ -196,11 +210,14 @@ def count_pieces(sources, counts, solid, chunk_chars=1 << 22, workers=1, progres
     finally:
         if bar is not None:
             bar.close()
+    merged = [merge_counts(parts) for parts in short]
+    least = max(min_count, min_proba * (sum(int(c.sum()) for _, c in merged) + sum(long_.values())))
     pieces = {}
-    for n in range(order):
-        k, c = merge_counts(short[n])
+    for n, (k, c) in enumerate(merged):
+        if n:
+            k, c = k[c >= least], c[c >= least]
         pieces.update(zip(counts.decode(k, n + 1), c.tolist()))
-    pieces.update(long_)
+    pieces.update((w, c) for w, c in long_.items() if c >= least)
     return pieces
 
 
@@ -310,9 +327,7 @@ def discover(sources, method="min_entropy", order=4, min_count=8, min_pmi=None, 
         raise KerasformerError(f"no character of the corpus is seen min_count={min_count} times: "
                                "nothing to discover (is it empty, or not Chinese / alphanumeric text?)")
     solid = solid_ngrams(counts, method, min_pmi, min_proba)
-    pieces = count_pieces(sources, counts, solid, chunk_chars, workers, progress)
-    min_words = max(min_count, min_proba * sum(pieces.values()))
-    words = {w: c for w, c in pieces.items() if c >= min_words or len(w) == 1}
+    words = count_pieces(sources, counts, solid, chunk_chars, workers, progress, min_count, min_proba)
     if method == "min_entropy":
         words = filter_by_solid(words, counts, solid)
     else:

@@ -14,7 +14,7 @@ Needs ``pip install "dask[distributed]"`` (the ``distributed`` extra).
 """
 from kerasformer.errors import KerasformerError
 from kerasformer.words.counting import (NgramCounts, _Accumulator, _count_code_points, count_chunk, iter_chunks,
-                                        merge_counts, vocabulary, word_code_points)
+                                        merge_counts, raw_code_points, vocabulary)
 
 
 def _shard_chars(path, chunk_chars):
@@ -27,7 +27,7 @@ def _shard_chars(path, chunk_chars):
 def _shard_ngrams(path, table, bits, order, chunk_chars):
     acc = _Accumulator(order)
     for text in iter_chunks([path], chunk_chars):
-        acc.add(count_chunk(table[word_code_points(text)], bits, order))
+        acc.add(count_chunk(table[raw_code_points(text)], bits, order))
     return acc.result(1)  # unpruned: a rare n-gram of one shard may be frequent overall
 
 
