@@ -67,8 +67,8 @@ class ALBERT(BERT):
         return "Transformer-MultiHeadSelfAttention", "Transformer-FeedForward"
 
     # --------------------------------------------------------------- the weights
-    # The shared block: (variable, Google name, Hugging Face name) relative to the blocks
-    # above. Written out: the two trees differ in more than punctuation (attention_1/output/
+    # The shared block: (variable, Google name, Hugging Face name) relative to the
+    # scopes above. Written out: the two trees differ in more than punctuation (attention_1/output/
     # dense is attention.dense, LayerNorm_1 is full_layer_layer_norm).
     BLOCK = [
         *[(f"{{att}}/{ours}_dense/{leaf}", f"attention_1/self/{theirs}/{leaf}",
@@ -92,15 +92,10 @@ class ALBERT(BERT):
                   ("cls.predictions.bias", "predictions.bias"),
                   ("cls.seq_relationship.", "sop_classifier.classifier."))
 
-    def table(self):
-        """BERT's rows without its per-layer ones; every block reads the one shared block
-        (named once per index: ALBERT_Unshared's blocks are distinct variables)."""
-        rows = [(self.prefix + path, google, hf) for path, google, hf in BERT.TOP]
-        for i in range(self.num_hidden_layers):
-            att, ffn = (self.prefix + name for name in self.block_names(i))
-            rows += [(path.format(att=att, ffn=ffn), GOOGLE_BLOCK + google, HF_BLOCK + hf)
-                     for path, google, hf in self.BLOCK]
-        return list({path: (path, g, h) for path, g, h in rows}.values())  # shared: once each
+    def block_scopes(self, index):
+        """Every block reads the one shared block (ALBERT_Unshared's blocks are distinct
+        variables named alike)."""
+        return GOOGLE_BLOCK, HF_BLOCK
 
 
 class ALBERT_Unshared(ALBERT):

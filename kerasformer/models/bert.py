@@ -138,7 +138,7 @@ class BERT(Transformer):
 
     # --------------------------------------------------------------- the weights
     # (variable, Google name, Hugging Face name); block rows are relative to the block's
-    # layers and to bert/encoder/layer_{i}/, bert.encoder.layer.{i}.
+    # layers ({att}, {ffn}) and to ``block_scopes``.
     TOP = [
         ("Embedding-Token/embeddings", "bert/embeddings/word_embeddings", "bert.embeddings.word_embeddings.weight"),
         ("Embedding-Segment/embeddings", "bert/embeddings/token_type_embeddings",
@@ -183,14 +183,20 @@ class BERT(Transformer):
     hf_renames = ()
     vocabulary_rows = ("Embedding-Token/embeddings", "MLM-Bias/bias")
 
+    def block_scopes(self, index):
+        """(Google scope, Hugging Face scope) of block ``index``'s names."""
+        return f"bert/encoder/layer_{index}/", f"bert.encoder.layer.{index}."
+
     def table(self):
-        """``[(variable, Google name, Hugging Face name)]``: BERT's, every block written out."""
+        """``[(variable, Google name, Hugging Face name)]``: ``TOP``, then ``BLOCK`` per block
+        (a block shared across depth, ALBERT's, once)."""
         rows = [(self.prefix + path, google, hf) for path, google, hf in self.TOP]
         for i in range(self.num_hidden_layers):
             att, ffn = (self.prefix + name for name in self.block_names(i))
-            rows += [(path.format(att=att, ffn=ffn), f"bert/encoder/layer_{i}/{google}",
-                      f"bert.encoder.layer.{i}.{hf}") for path, google, hf in self.BLOCK]
-        return rows
+            google_scope, hf_scope = self.block_scopes(i)
+            rows += [(path.format(att=att, ffn=ffn), google_scope + google, hf_scope + hf)
+                     for path, google, hf in self.BLOCK]
+        return list({path: (path, google, hf) for path, google, hf in rows}.values())
 
     def weight_rows(self):
         """Rows of ``table()`` with the family's renames; a Hugging Face kernel is stored
