@@ -10,7 +10,6 @@ which axis is the vocabulary. The generic routines here do the rest for every fa
 reports what the checkpoint holds that the model did not use; ``export_rows`` writes the
 variables back under their canonical names, fusing parts again.
 """
-import collections.abc
 import dataclasses
 import logging
 import os

@@ -2,9 +2,9 @@
 
 A family subclasses :class:`Transformer` and overrides the hooks it needs
 (``get_inputs``, ``apply_embeddings``, ``apply_main_layers``, ``apply_final_layers``)
-plus ``weight_rows`` (model variable -> its names in each checkpoint naming). Layers are created
-through :meth:`Transformer.apply`, which reuses a layer when the same name is applied
-twice: that is how ALBERT shares one block across depth and how the MLM head reuses
+plus ``weight_rows`` (each model variable's names in each checkpoint naming). Layers are
+created through :meth:`Transformer.apply`, which reuses a layer when the same name is
+applied twice: that is how ALBERT shares one block across depth and how the MLM head reuses
 the token embedding.
 """
 import contextlib
@@ -15,8 +15,7 @@ import keras
 import numpy as np
 
 from kerasformer import backend, masks
-from kerasformer.checkpoints.weights import (WeightSource, detect_naming, export_rows,  # noqa: F401
-                                             load_rows, open_tensors, row)
+from kerasformer.checkpoints.weights import detect_naming, export_rows, load_rows, open_tensors
 from kerasformer.errors import KerasformerError, WeightMismatchError
 from kerasformer.layers import LayerNorm
 from kerasformer.models.inputs import standardize_inputs
