@@ -251,7 +251,7 @@ def test_gpt2_export_fuses_q_k_v_back(openai_reference, openai_gpt2, tmp_path):
     assert sorted(exported) == sorted(hf_sd)
     assert all(np.array_equal(exported[n], hf_sd[n]) for n in hf_sd)
     b4k = openai_to_bert4keras(tensors, hp["n_layer"])
-    exported = transformer.export_tensors(layout="bert4keras")
+    exported = transformer.export_tensors("bert4keras")
     assert sorted(exported) == sorted(b4k) and all(np.array_equal(exported[n], b4k[n]) for n in b4k)
     # the safetensors file loads in transformers and gives the same logits
     directory = tmp_path / "hf"

@@ -1,24 +1,29 @@
 """Moving tensors between a Keras model and a checkpoint, by name.
 
-A model family describes, for every model variable, where it lives in a checkpoint:
-a :class:`WeightSource` with candidate names (the first is the canonical one, used
-when writing) and whether the matrix is stored transposed. One generic routine
-here does the rest: it loads every variable or fails naming the variable and both
-shapes, and it reports what the checkpoint holds that the model did not use.
+A model family describes its weights once, as a list of :class:`WeightRow`: for every
+model variable, where it lives under each naming a checkpoint may use ('google' for TF
+checkpoints, 'hf' for Hugging Face files, and family-specific ones such as GPT-2's
+'bert4keras'), each a :class:`WeightSource` (candidate names, canonical first; stored
+transposed; stored with OpenAI's leading conv1d axis; one part of a fused tensor), plus
+which axis is the vocabulary. The generic routines here do the rest for every family:
+``load_rows`` loads every variable or fails naming the variable and both shapes, and
+reports what the checkpoint holds that the model did not use; ``export_rows`` writes the
+variables back under their canonical names, fusing parts again.
 """
-import collections.abc
 import dataclasses
 import logging
+import os
 import re
 
 import numpy as np
 
-from kerasformer.errors import WeightMismatchError
+from kerasformer.errors import KerasformerError, WeightMismatchError
 
 logger = logging.getLogger("kerasformer")
 
-# Checkpoint entries that are never model weights: training counters, optimizer
-# slots, and buffers Hugging Face saves (position_ids) or ties to another tensor.
+# Checkpoint entries that are never model weights in any family: training counters,
+# optimizer slots, and the buffers and tied copies Hugging Face saves beside the weights.
+# (A family lists the tensors it derives itself in ``Transformer.derived_tensors``.)
 NON_WEIGHT_PATTERNS = [
     r"(^|/)global_step$", r"/adam_[mv]$", r"_power$", r"(^|/)Adam(_\d+)?$",
     r"\.position_ids$", r"(^|\.)decoder\.weight$", r"predictions\.decoder\.bias$",
@@ -29,14 +34,124 @@ NON_WEIGHT_PATTERNS = [
 
 @dataclasses.dataclass(frozen=True)
 class WeightSource:
-    """Where one model variable lives in a checkpoint."""
+    """How one model variable is stored under one naming.
 
-    names: tuple  # candidate checkpoint names; names[0] is canonical
+    names: candidate checkpoint names; ``names[0]`` is the canonical one, written on export.
+    transpose: stored transposed (a Hugging Face ``[out, in]`` matrix).
+    squeeze: stored with a leading axis of 1 (OpenAI's conv1d kernels ``[1, in, out]``).
+    part: ``(index, count)``: the variable is one of ``count`` equal slices of the stored
+        tensor's last axis (GPT-2's query|key|value fused in ``c_attn``); variables sharing
+        a name are concatenated back on export.
+    """
+
+    names: tuple
     transpose: bool = False
+    squeeze: bool = False
+    part: tuple = None
 
     @property
     def name(self):
         return self.names[0]
+
+    def load(self, value):
+        """The stored tensor (or a metadata stand-in of it) in the variable's layout."""
+        if self.squeeze and value.ndim == 3 and value.shape[0] == 1:
+            value = value.reshape(value.shape[1:])
+        if self.transpose:
+            value = value.T
+        if self.part:
+            index, count = self.part
+            if value.shape[-1] % count:
+                raise ValueError(f"its last axis ({value.shape[-1]}) does not split into {count} "
+                                 "equal parts")
+            size = value.shape[-1] // count
+            value = value[..., index * size:(index + 1) * size]
+        return value
+
+    def save(self, value):
+        """The inverse of ``load`` (for a fused tensor: after its parts are joined)."""
+        if self.transpose:
+            value = value.T
+        return value[None] if self.squeeze else value
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightRow:
+    """One model variable: its path, ``{naming: WeightSource}`` (a naming without an
+    entry cannot hold it), and the axis of the stored value that is the vocabulary
+    (``keep_tokens`` / ``compound_tokens`` select rows along it), or None."""
+
+    variable: str
+    sources: dict
+    vocab_axis: int = None
+
+
+def row(variable, vocab_axis=None, **namings):
+    """A :class:`WeightRow`; each naming's value is a name, a tuple of candidate names or a
+    :class:`WeightSource` (None: not stored under that naming)."""
+    sources = {}
+    for naming, where in namings.items():
+        if where is None:
+            continue
+        if isinstance(where, str):
+            where = WeightSource((where,))
+        elif not isinstance(where, WeightSource):
+            where = WeightSource(tuple(where))
+        sources[naming] = where
+    return WeightRow(variable, sources, vocab_axis)
+
+
+def renamed(name, renames):
+    """``name`` with the first matching ``(old prefix, new prefix)`` of ``renames`` applied."""
+    for old, new in renames:
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
+
+
+def open_tensors(checkpoint):
+    """``checkpoint`` as a name -> array mapping: a path is opened lazily
+    (:func:`~kerasformer.checkpoints.resolve.open_checkpoint`), a mapping is kept."""
+    if isinstance(checkpoint, (str, os.PathLike)):
+        from kerasformer.checkpoints.resolve import open_checkpoint
+
+        return open_checkpoint(os.fspath(checkpoint))
+    return checkpoint
+
+
+def detect_naming(names):
+    """'google' when names are slash-separated TF scopes, else 'hf' (dotted)."""
+    names = list(names)
+    if not names:
+        raise KerasformerError("the checkpoint holds no tensors")
+    slashed = sum("/" in n for n in names)
+    return "google" if slashed * 2 >= len(names) else "hf"
+
+
+def sources_for(rows, naming, what="the model"):
+    """``{variable path: WeightSource}`` of ``rows`` under ``naming``; an error when no row
+    has a name under it (the family does not read that naming at all)."""
+    sources = {r.variable: r.sources[naming] for r in rows if naming in r.sources}
+    if rows and not sources:
+        raise KerasformerError(f"{what} has no weight names in the {naming!r} naming; it reads "
+                               + ", ".join(sorted({n for r in rows for n in r.sources})))
+    return sources
+
+
+def load_rows(variables, rows, tensors, naming, vocabulary=None, ignore=(), ignore_missing=False):
+    """Load ``tensors`` (named as ``naming``) into ``variables`` as ``rows`` say: the generic
+    load of every family. ``vocabulary(value)`` selects vocabulary rows (keep_tokens) along
+    each row's ``vocab_axis``; ``ignore`` are patterns of derived tensors reported as ignored."""
+    transforms = {}
+    if vocabulary is not None:
+        for r in rows:
+            if r.vocab_axis == 0:
+                transforms[r.variable] = vocabulary
+            elif r.vocab_axis is not None:
+                axis = r.vocab_axis
+                transforms[r.variable] = lambda v, a=axis: np.moveaxis(vocabulary(np.moveaxis(v, a, 0)), 0, a)
+    return load_weights(variables, sources_for(rows, naming), tensors, transforms,
+                        ignore_missing=ignore_missing, ignore=ignore)
 
 
 @dataclasses.dataclass
@@ -57,11 +172,7 @@ class LoadReport:
         return "; ".join(lines)
 
 
-def _is_non_weight(name):
-    return any(re.search(p, name) for p in NON_WEIGHT_PATTERNS)
-
-
-def load_weights(variables, sources, tensors, transforms=None, ignore_missing=False):
+def load_weights(variables, sources, tensors, transforms=None, ignore_missing=False, ignore=()):
     """Assign checkpoint ``tensors`` to ``variables``, all or nothing.
 
     Args:
@@ -71,8 +182,10 @@ def load_weights(variables, sources, tensors, transforms=None, ignore_missing=Fa
         tensors: a mapping ``name -> np.ndarray`` (see ``open_checkpoint``); when it has
             ``shape(name)`` / ``dtype(name)`` (every checkpoint reader does), they are used
             to check the whole load before any tensor is read.
-        transforms: ``{variable path: fn(np.ndarray) -> np.ndarray}`` applied after
-            transposition (keep_tokens, compound_tokens, fused-matrix slices).
+        transforms: ``{variable path: fn(np.ndarray) -> np.ndarray}`` applied after the
+            source's own reorientation (keep_tokens, compound_tokens).
+        ignore: patterns of leftover tensors that are not weights (reported as ignored,
+            besides ``NON_WEIGHT_PATTERNS``).
     Raises:
         WeightMismatchError naming every missing variable and every shape mismatch, before
         any variable is changed.
@@ -113,8 +226,9 @@ def load_weights(variables, sources, tensors, transforms=None, ignore_missing=Fa
         del value
     used = set(loaded.values())
     leftovers = sorted(available - used)
-    ignored = [n for n in leftovers if _is_non_weight(n)]
-    unused = [n for n in leftovers if not _is_non_weight(n)]
+    not_weight = re.compile("|".join(f"(?:{p})" for p in list(NON_WEIGHT_PATTERNS) + list(ignore)))
+    ignored = [n for n in leftovers if not_weight.search(n)]
+    unused = [n for n in leftovers if not not_weight.search(n)]
     report = LoadReport(loaded=loaded, missing=missing, unused=unused, ignored=ignored)
     if missing:
         logger.warning("variables left at their initial values: %s", ", ".join(missing))
@@ -124,8 +238,7 @@ def load_weights(variables, sources, tensors, transforms=None, ignore_missing=Fa
 
 
 def _oriented(value, source, transform):
-    if source.transpose:
-        value = value.T
+    value = source.load(value)
     return transform(value) if transform is not None else value
 
 
@@ -151,46 +264,36 @@ def _check(path, variable, source, found, tensors, transform):
 
 
 def export_weights(variables, sources):
-    """``{canonical checkpoint name: np.ndarray}`` for every variable with a source."""
-    out = {}
+    """``{canonical checkpoint name: np.ndarray}`` for every variable with a source: parts
+    of a fused tensor are joined again; variables sharing a name (ALBERT's one block, read
+    by every block of ALBERT_Unshared) must hold the same value."""
+    out, parts, owners = {}, {}, {}
     for path, variable in variables.items():
         source = sources.get(path)
         if source is None:
             raise WeightMismatchError(f"variable {path} has no checkpoint name to be saved under")
         value = np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable)
-        if source.transpose:
-            value = value.T
-        out[source.name] = np.ascontiguousarray(value)
+        if source.part:
+            parts.setdefault(source.name, (source, {}))[1][source.part[0]] = value
+            continue
+        if source.name in owners:
+            if not np.array_equal(out[source.name], np.ascontiguousarray(source.save(value))):
+                raise KerasformerError(
+                    f"cannot save under {source.name!r}: {owners[source.name]} and {path} both map to "
+                    "it but hold different values (blocks that share one checkpoint tensor have "
+                    "diverged)")
+            continue
+        owners[source.name] = path
+        out[source.name] = np.ascontiguousarray(source.save(value))
+    for name, (source, pieces) in parts.items():
+        if sorted(pieces) != list(range(source.part[1])):
+            raise WeightMismatchError(f"cannot save {name!r}: only parts {sorted(pieces)} of "
+                                      f"{source.part[1]} are model variables")
+        joined = np.concatenate([pieces[i] for i in range(source.part[1])], axis=-1)
+        out[name] = np.ascontiguousarray(source.save(joined))
     return out
 
 
-class TensorsWithout(collections.abc.Mapping):
-    """A read-only view of a checkpoint without the names ``hide(name)`` is true for (tensors
-    a family derives instead of loading, such as attention-mask buffers). Shapes and dtypes
-    pass through, so loading still checks everything from metadata before reading data."""
-
-    def __init__(self, tensors, hide):
-        self.tensors = tensors
-        self.hidden = [n for n in tensors.keys() if hide(n)]
-        self._hidden = set(self.hidden)
-
-    def __getitem__(self, name):
-        if name in self._hidden:
-            raise KeyError(name)
-        return self.tensors[name]
-
-    def __iter__(self):
-        return (n for n in self.tensors.keys() if n not in self._hidden)
-
-    def __len__(self):
-        return len(self.tensors) - len(self._hidden)
-
-    def shape(self, name):
-        if hasattr(self.tensors, "shape"):
-            return self.tensors.shape(name)
-        return np.shape(self[name])
-
-    def dtype(self, name):
-        if hasattr(self.tensors, "dtype"):
-            return self.tensors.dtype(name)
-        return np.asarray(self[name]).dtype
+def export_rows(variables, rows, naming):
+    """``{canonical checkpoint name: np.ndarray}`` of ``variables`` under ``naming``."""
+    return export_weights(variables, sources_for(rows, naming))

@@ -10,53 +10,14 @@ base class's ``apply`` reuses a layer it has already built, so 'Transformer-
 MultiHeadSelfAttention' (no index, as in bert4keras) is one set of weights called
 ``num_hidden_layers`` times.
 """
-import re
-
 import keras
-import numpy as np
 
 from kerasformer.errors import KerasformerError
 from kerasformer.models.bert import BERT
 
-# Where the single shared block lives in Google's checkpoints.
+# Where the single shared block lives in Google's checkpoints, and in Hugging Face's.
 GOOGLE_BLOCK = "bert/encoder/transformer/group_0/inner_group_0/"
-# ... and in Hugging Face's.
 HF_BLOCK = "albert.encoder.albert_layer_groups.0.albert_layers.0."
-
-# Google ALBERT name (after the prefix) -> Hugging Face name. Written out rather than
-# derived: the two trees differ in more than punctuation (attention_1/output/dense is
-# attention.dense, LayerNorm_1 is full_layer_layer_norm, the pooler has no '.dense').
-_HF_NAMES = [
-    (r"^bert/embeddings/(word|position|token_type)_embeddings$", r"albert.embeddings.\1_embeddings.weight"),
-    (r"^bert/embeddings/LayerNorm/(gamma|beta)$", r"albert.embeddings.LayerNorm.\1"),
-    (r"^bert/encoder/embedding_hidden_mapping_in/(kernel|bias)$",
-     r"albert.encoder.embedding_hidden_mapping_in.\1"),
-    (r"^" + GOOGLE_BLOCK + r"attention_1/self/(query|key|value)/(kernel|bias)$",
-     HF_BLOCK + r"attention.\1.\2"),
-    (r"^" + GOOGLE_BLOCK + r"attention_1/output/dense/(kernel|bias)$", HF_BLOCK + r"attention.dense.\1"),
-    (r"^" + GOOGLE_BLOCK + r"LayerNorm/(gamma|beta)$", HF_BLOCK + r"attention.LayerNorm.\1"),
-    (r"^" + GOOGLE_BLOCK + r"ffn_1/intermediate/dense/(kernel|bias)$", HF_BLOCK + r"ffn.\1"),
-    (r"^" + GOOGLE_BLOCK + r"ffn_1/intermediate/output/dense/(kernel|bias)$", HF_BLOCK + r"ffn_output.\1"),
-    (r"^" + GOOGLE_BLOCK + r"LayerNorm_1/(gamma|beta)$", HF_BLOCK + r"full_layer_layer_norm.\1"),
-    (r"^bert/pooler/dense/(kernel|bias)$", r"albert.pooler.\1"),
-    (r"^cls/predictions/transform/dense/(kernel|bias)$", r"predictions.dense.\1"),
-    (r"^cls/predictions/transform/LayerNorm/(gamma|beta)$", r"predictions.LayerNorm.\1"),
-    (r"^cls/predictions/output_bias$", r"predictions.bias"),
-    (r"^cls/seq_relationship/output_weights$", r"sop_classifier.classifier.weight"),
-    (r"^cls/seq_relationship/output_bias$", r"sop_classifier.classifier.bias"),
-]
-_HF_LEAVES = {"kernel": "weight", "gamma": "weight", "beta": "bias"}
-
-
-def albert_hf_name(google_name):
-    """The Hugging Face name of a Google ALBERT variable (None if it has none)."""
-    for pattern, replacement in _HF_NAMES:
-        if re.match(pattern, google_name):
-            name = re.sub(pattern, replacement, google_name)
-            head, _, leaf = name.rpartition(".")
-            return f"{head}.{_HF_LEAVES.get(leaf, leaf)}"
-    return None
-
 
 class ALBERT(BERT):
     """ALBERT with cross-layer sharing, as bert4keras builds it.
@@ -106,46 +67,35 @@ class ALBERT(BERT):
         return "Transformer-MultiHeadSelfAttention", "Transformer-FeedForward"
 
     # --------------------------------------------------------------- the weights
-    def block_mapping(self, attention, feed_forward):
-        """Variable paths of one block -> Google ALBERT names (the shared block's)."""
-        p, g = self.prefix, GOOGLE_BLOCK
-        mapping = {}
-        for ours, theirs in [("q_dense", "query"), ("k_dense", "key"), ("v_dense", "value")]:
-            mapping[f"{p}{attention}/{ours}/kernel"] = f"{g}attention_1/self/{theirs}/kernel"
-            mapping[f"{p}{attention}/{ours}/bias"] = f"{g}attention_1/self/{theirs}/bias"
-        mapping[f"{p}{attention}/o_dense/kernel"] = f"{g}attention_1/output/dense/kernel"
-        mapping[f"{p}{attention}/o_dense/bias"] = f"{g}attention_1/output/dense/bias"
-        mapping[f"{p}{attention}-Norm/gamma"] = f"{g}LayerNorm/gamma"
-        mapping[f"{p}{attention}-Norm/beta"] = f"{g}LayerNorm/beta"
-        mapping[f"{p}{feed_forward}/i0_dense/kernel"] = f"{g}ffn_1/intermediate/dense/kernel"
-        mapping[f"{p}{feed_forward}/i0_dense/bias"] = f"{g}ffn_1/intermediate/dense/bias"
-        mapping[f"{p}{feed_forward}/o_dense/kernel"] = f"{g}ffn_1/intermediate/output/dense/kernel"
-        mapping[f"{p}{feed_forward}/o_dense/bias"] = f"{g}ffn_1/intermediate/output/dense/bias"
-        mapping[f"{p}{feed_forward}-Norm/gamma"] = f"{g}LayerNorm_1/gamma"
-        mapping[f"{p}{feed_forward}-Norm/beta"] = f"{g}LayerNorm_1/beta"
-        return mapping
+    # The shared block: (variable, Google name, Hugging Face name) relative to the
+    # scopes above. Written out: the two trees differ in more than punctuation (attention_1/output/
+    # dense is attention.dense, LayerNorm_1 is full_layer_layer_norm).
+    BLOCK = [
+        *[(f"{{att}}/{ours}_dense/{leaf}", f"attention_1/self/{theirs}/{leaf}",
+           f"attention.{theirs}.{'weight' if leaf == 'kernel' else 'bias'}")
+          for ours, theirs in [("q", "query"), ("k", "key"), ("v", "value")] for leaf in ("kernel", "bias")],
+        ("{att}/o_dense/kernel", "attention_1/output/dense/kernel", "attention.dense.weight"),
+        ("{att}/o_dense/bias", "attention_1/output/dense/bias", "attention.dense.bias"),
+        ("{att}-Norm/gamma", "LayerNorm/gamma", "attention.LayerNorm.weight"),
+        ("{att}-Norm/beta", "LayerNorm/beta", "attention.LayerNorm.bias"),
+        ("{ffn}/i0_dense/kernel", "ffn_1/intermediate/dense/kernel", "ffn.weight"),
+        ("{ffn}/i0_dense/bias", "ffn_1/intermediate/dense/bias", "ffn.bias"),
+        ("{ffn}/o_dense/kernel", "ffn_1/intermediate/output/dense/kernel", "ffn_output.weight"),
+        ("{ffn}/o_dense/bias", "ffn_1/intermediate/output/dense/bias", "ffn_output.bias"),
+        ("{ffn}-Norm/gamma", "LayerNorm_1/gamma", "full_layer_layer_norm.weight"),
+        ("{ffn}-Norm/beta", "LayerNorm_1/beta", "full_layer_layer_norm.bias"),
+    ]
+    # BERT's embedding / pooler / SOP / MLM rows are ALBERT's, with these HF names (the SOP
+    # head reuses cls/seq_relationship; the pooler has no '.dense')
+    hf_renames = (("bert.pooler.dense.", "albert.pooler."), ("bert.", "albert."),
+                  ("cls.predictions.transform.", "predictions."),
+                  ("cls.predictions.bias", "predictions.bias"),
+                  ("cls.seq_relationship.", "sop_classifier.classifier."))
 
-    def variable_mapping(self):
-        """Model variable path -> Google ALBERT checkpoint name."""
-        # BERT's embedding / pooler / SOP / MLM names are ALBERT's too (the SOP head
-        # reuses cls/seq_relationship); its per-layer names are replaced by the block's.
-        mapping = {path: name for path, name in super().variable_mapping().items()
-                   if not name.startswith("bert/encoder/layer_")}
-        for index in range(self.num_hidden_layers):
-            mapping.update(self.block_mapping(*self.block_names(index)))
-        return mapping
-
-    def hf_names(self, google_name):
-        name = albert_hf_name(google_name)
-        if name is None:
-            raise KerasformerError(f"no Hugging Face name for ALBERT variable {google_name!r}")
-        candidates = [name]
-        if name.startswith("albert."):  # a bare AlbertModel saves without the prefix
-            candidates.append(name[len("albert."):])
-        if name == "predictions.bias":  # or the decoder's copy, where only that was saved
-            candidates.append("predictions.decoder.bias")
-        transpose = google_name.endswith("/kernel") or google_name in self.stored_transposed
-        return tuple(candidates), transpose
+    def block_scopes(self, index):
+        """Every block reads the one shared block (ALBERT_Unshared's blocks are distinct
+        variables named alike)."""
+        return GOOGLE_BLOCK, HF_BLOCK
 
 
 class ALBERT_Unshared(ALBERT):
@@ -160,18 +110,3 @@ class ALBERT_Unshared(ALBERT):
 
     def block_names(self, index):
         return f"Transformer-{index}-MultiHeadSelfAttention", f"Transformer-{index}-FeedForward"
-
-    def export_tensors(self, naming="google"):
-        """The shared names hold one block; refuse to write blocks that no longer agree
-        rather than silently keeping only the last one."""
-        sources = self.checkpoint_sources(naming)
-        values = {}
-        for path, variable in self.model_variables().items():
-            name = sources[path].name
-            value = keras.ops.convert_to_numpy(variable)
-            if name in values and not np.array_equal(values[name][1], value):
-                raise KerasformerError(
-                    f"cannot save as an ALBERT checkpoint: {values[name][0]} and {path} both map "
-                    f"to {name!r} but hold different values (the unshared blocks have diverged)")
-            values.setdefault(name, (path, value))
-        return super().export_tensors(naming)

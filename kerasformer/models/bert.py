@@ -5,15 +5,14 @@ heads, then the weight names. Layer names follow bert4keras ('Embedding-Token',
 'Transformer-3-FeedForward-Norm', 'MLM-Bias', ...), so code that fetches layers by
 name keeps working.
 """
-import re
-
 import keras
 from keras import ops
 
 from kerasformer.layers import (BiasAdd, Embedding, FeedForward, MultiHeadAttention,
                                 PositionEmbedding, TakeToken, get_activation)
 from kerasformer.layers.masking import Add
-from kerasformer.models.transformer import Transformer, WeightSource
+from kerasformer.checkpoints.weights import WeightSource, renamed, row
+from kerasformer.models.transformer import Transformer
 
 
 class BERT(Transformer):
@@ -138,99 +137,97 @@ class BERT(Transformer):
         return outputs[0] if len(outputs) == 1 else outputs
 
     # --------------------------------------------------------------- the weights
-    def variable_mapping(self):
-        """Model variable path -> Google BERT checkpoint name."""
-        p = self.prefix
-        mapping = {
-            f"{p}Embedding-Token/embeddings": "bert/embeddings/word_embeddings",
-            f"{p}Embedding-Segment/embeddings": "bert/embeddings/token_type_embeddings",
-            f"{p}Embedding-Position/embeddings": "bert/embeddings/position_embeddings",
-            f"{p}Embedding-Norm/gamma": "bert/embeddings/LayerNorm/gamma",
-            f"{p}Embedding-Norm/beta": "bert/embeddings/LayerNorm/beta",
-            f"{p}Embedding-Mapping/kernel": "bert/encoder/embedding_hidden_mapping_in/kernel",
-            f"{p}Embedding-Mapping/bias": "bert/encoder/embedding_hidden_mapping_in/bias",
-            f"{p}Pooler-Dense/kernel": "bert/pooler/dense/kernel",
-            f"{p}Pooler-Dense/bias": "bert/pooler/dense/bias",
-            f"{p}NSP-Proba/kernel": "cls/seq_relationship/output_weights",
-            f"{p}NSP-Proba/bias": "cls/seq_relationship/output_bias",
-            f"{p}MLM-Dense/kernel": "cls/predictions/transform/dense/kernel",
-            f"{p}MLM-Dense/bias": "cls/predictions/transform/dense/bias",
-            f"{p}MLM-Norm/gamma": "cls/predictions/transform/LayerNorm/gamma",
-            f"{p}MLM-Norm/beta": "cls/predictions/transform/LayerNorm/beta",
-            f"{p}MLM-Bias/bias": "cls/predictions/output_bias",
-        }
+    # (variable, Google name, Hugging Face name); block rows are relative to the block's
+    # layers ({att}, {ffn}) and to ``block_scopes``.
+    TOP = [
+        ("Embedding-Token/embeddings", "bert/embeddings/word_embeddings", "bert.embeddings.word_embeddings.weight"),
+        ("Embedding-Segment/embeddings", "bert/embeddings/token_type_embeddings",
+         "bert.embeddings.token_type_embeddings.weight"),
+        ("Embedding-Position/embeddings", "bert/embeddings/position_embeddings",
+         "bert.embeddings.position_embeddings.weight"),
+        ("Embedding-Norm/gamma", "bert/embeddings/LayerNorm/gamma", "bert.embeddings.LayerNorm.weight"),
+        ("Embedding-Norm/beta", "bert/embeddings/LayerNorm/beta", "bert.embeddings.LayerNorm.bias"),
+        ("Embedding-Mapping/kernel", "bert/encoder/embedding_hidden_mapping_in/kernel",
+         "bert.encoder.embedding_hidden_mapping_in.weight"),
+        ("Embedding-Mapping/bias", "bert/encoder/embedding_hidden_mapping_in/bias",
+         "bert.encoder.embedding_hidden_mapping_in.bias"),
+        ("Pooler-Dense/kernel", "bert/pooler/dense/kernel", "bert.pooler.dense.weight"),
+        ("Pooler-Dense/bias", "bert/pooler/dense/bias", "bert.pooler.dense.bias"),
+        # stored [2, hidden] in both Google and HF files
+        ("NSP-Proba/kernel", "cls/seq_relationship/output_weights", "cls.seq_relationship.weight"),
+        ("NSP-Proba/bias", "cls/seq_relationship/output_bias", "cls.seq_relationship.bias"),
+        ("MLM-Dense/kernel", "cls/predictions/transform/dense/kernel", "cls.predictions.transform.dense.weight"),
+        ("MLM-Dense/bias", "cls/predictions/transform/dense/bias", "cls.predictions.transform.dense.bias"),
+        ("MLM-Norm/gamma", "cls/predictions/transform/LayerNorm/gamma",
+         "cls.predictions.transform.LayerNorm.weight"),
+        ("MLM-Norm/beta", "cls/predictions/transform/LayerNorm/beta", "cls.predictions.transform.LayerNorm.bias"),
+        ("MLM-Bias/bias", "cls/predictions/output_bias", "cls.predictions.bias"),
+    ]
+    BLOCK = [
+        *[(f"{{att}}/{ours}_dense/{leaf}", f"attention/self/{theirs}/{leaf}",
+           f"attention.self.{theirs}.{'weight' if leaf == 'kernel' else 'bias'}")
+          for ours, theirs in [("q", "query"), ("k", "key"), ("v", "value")] for leaf in ("kernel", "bias")],
+        ("{att}/o_dense/kernel", "attention/output/dense/kernel", "attention.output.dense.weight"),
+        ("{att}/o_dense/bias", "attention/output/dense/bias", "attention.output.dense.bias"),
+        ("{att}-Norm/gamma", "attention/output/LayerNorm/gamma", "attention.output.LayerNorm.weight"),
+        ("{att}-Norm/beta", "attention/output/LayerNorm/beta", "attention.output.LayerNorm.bias"),
+        ("{ffn}/i0_dense/kernel", "intermediate/dense/kernel", "intermediate.dense.weight"),
+        ("{ffn}/i0_dense/bias", "intermediate/dense/bias", "intermediate.dense.bias"),
+        ("{ffn}/o_dense/kernel", "output/dense/kernel", "output.dense.weight"),
+        ("{ffn}/o_dense/bias", "output/dense/bias", "output.dense.bias"),
+        ("{ffn}-Norm/gamma", "output/LayerNorm/gamma", "output.LayerNorm.weight"),
+        ("{ffn}-Norm/beta", "output/LayerNorm/beta", "output.LayerNorm.bias"),
+    ]
+    # a family's names differ from BERT's by prefix: (BERT's prefix, the family's), first match
+    google_renames = ()
+    hf_renames = ()
+    vocabulary_rows = ("Embedding-Token/embeddings", "MLM-Bias/bias")
+
+    def block_scopes(self, index):
+        """(Google scope, Hugging Face scope) of block ``index``'s names."""
+        return f"bert/encoder/layer_{index}/", f"bert.encoder.layer.{index}."
+
+    def table(self):
+        """``[(variable, Google name, Hugging Face name)]``: ``TOP``, then ``BLOCK`` per block
+        (a block shared across depth, ALBERT's, once)."""
+        rows = [(self.prefix + path, google, hf) for path, google, hf in self.TOP]
         for i in range(self.num_hidden_layers):
-            g = f"bert/encoder/layer_{i}/"
-            attention = f"{p}Transformer-{i}-MultiHeadSelfAttention"
-            feed_forward = f"{p}Transformer-{i}-FeedForward"
-            for ours, theirs in [("q_dense", "query"), ("k_dense", "key"), ("v_dense", "value")]:
-                mapping[f"{attention}/{ours}/kernel"] = f"{g}attention/self/{theirs}/kernel"
-                mapping[f"{attention}/{ours}/bias"] = f"{g}attention/self/{theirs}/bias"
-            mapping[f"{attention}/o_dense/kernel"] = f"{g}attention/output/dense/kernel"
-            mapping[f"{attention}/o_dense/bias"] = f"{g}attention/output/dense/bias"
-            mapping[f"{attention}-Norm/gamma"] = f"{g}attention/output/LayerNorm/gamma"
-            mapping[f"{attention}-Norm/beta"] = f"{g}attention/output/LayerNorm/beta"
-            mapping[f"{feed_forward}/i0_dense/kernel"] = f"{g}intermediate/dense/kernel"
-            mapping[f"{feed_forward}/i0_dense/bias"] = f"{g}intermediate/dense/bias"
-            mapping[f"{feed_forward}/o_dense/kernel"] = f"{g}output/dense/kernel"
-            mapping[f"{feed_forward}/o_dense/bias"] = f"{g}output/dense/bias"
-            mapping[f"{feed_forward}-Norm/gamma"] = f"{g}output/LayerNorm/gamma"
-            mapping[f"{feed_forward}-Norm/beta"] = f"{g}output/LayerNorm/beta"
-        return mapping
+            att, ffn = (self.prefix + name for name in self.block_names(i))
+            google_scope, hf_scope = self.block_scopes(i)
+            rows += [(path.format(att=att, ffn=ffn), google_scope + google, hf_scope + hf)
+                     for path, google, hf in self.BLOCK]
+        return list({path: (path, google, hf) for path, google, hf in rows}.values())
 
-    def vocabulary_variables(self):
-        return [f"{self.prefix}Embedding-Token/embeddings", f"{self.prefix}MLM-Bias/bias"]
+    def weight_rows(self):
+        """Rows of ``table()`` with the family's renames; a Hugging Face kernel is stored
+        ``[out, in]``, and a bare ``BertModel`` saves without its ``bert.`` scope."""
+        rows = []
+        for path, google, hf in self.table():
+            google, hf = renamed(google, self.google_renames), renamed(hf, self.hf_renames)
+            stored_transposed = google.endswith("/output_weights")
+            rows.append(row(
+                path, vocab_axis=0 if path[len(self.prefix):] in self.vocabulary_rows else None,
+                google=WeightSource((google,), stored_transposed),
+                hf=WeightSource(hf_candidates(hf, self.hf_prefix),
+                                google.endswith("/kernel") or stored_transposed)))
+        return rows
 
-    # NSP weights are stored [2, hidden] in both Google and HF files
-    stored_transposed = ("cls/seq_relationship/output_weights",)
 
-    # Hugging Face names that do not follow the mechanical translation
-    hf_special_names = {
-        "cls/predictions/output_bias": "cls.predictions.bias",
-        "cls/seq_relationship/output_weights": "cls.seq_relationship.weight",
-        "cls/seq_relationship/output_bias": "cls.seq_relationship.bias",
-    }
-
-    def hf_names(self, google_name):
-        """Hugging Face candidate names for a Google name (canonical first), and
-        whether the HF tensor is transposed relative to ours."""
-        if google_name in self.hf_special_names:
-            name = self.hf_special_names[google_name]
-        else:
-            name = re.sub(r"layer_(\d+)", r"layer.\1", google_name).replace("/", ".")
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf in ("kernel", "gamma"):
-                name = name[: -len(leaf)] + "weight"
-            elif leaf == "beta":
-                name = name[: -len(leaf)] + "bias"
-            elif leaf.endswith("_embeddings"):
-                name += ".weight"
-        name = self.rename_hf(name)
-        candidates = [name]
-        prefix = self.hf_prefix + "."
-        if name.startswith(prefix):  # a bare BertModel/RobertaModel saves without the prefix
-            candidates.append(name[len(prefix):])
-        for n in list(candidates):  # pytorch-pretrained-bert era names
-            if n.endswith("LayerNorm.weight"):
-                candidates.append(n[: -len("weight")] + "gamma")
-            elif n.endswith("LayerNorm.bias"):
-                candidates.append(n[: -len("bias")] + "beta")
-        transpose = google_name.endswith("/kernel") or google_name in self.stored_transposed
-        return tuple(candidates), transpose
-
-    def rename_hf(self, name):
-        """Hook for families whose HF names differ from BERT's (see RoBERTa)."""
-        return name
-
-    def checkpoint_sources(self, naming):
-        sources = {}
-        for path, google_name in self.variable_mapping().items():
-            if naming == "google":
-                sources[path] = WeightSource((google_name,), google_name in self.stored_transposed)
-            else:
-                names, transpose = self.hf_names(google_name)
-                sources[path] = WeightSource(names, transpose)
-        return sources
+def hf_candidates(name, scope):
+    """A Hugging Face name, then the same without the model's ``scope.`` (a bare model's
+    file), then the pytorch-pretrained-bert era's ``LayerNorm.gamma`` / ``beta``; an MLM
+    bias may also be found as the decoder's copy (files that saved only that)."""
+    names = [name]
+    if name.startswith(scope + "."):
+        names.append(name[len(scope) + 1:])
+    if name.endswith("predictions.bias"):
+        names.append(name[: -len("bias")] + "decoder.bias")
+    for n in list(names):
+        if n.endswith("LayerNorm.weight"):
+            names.append(n[: -len("weight")] + "gamma")
+        elif n.endswith("LayerNorm.bias"):
+            names.append(n[: -len("bias")] + "beta")
+    return tuple(names)
 
 
 class PaddingAwarePositions(keras.layers.Layer):
@@ -276,10 +273,10 @@ class RoBERTa(BERT):
         return self.apply(token_ids, PaddingAwarePositions, pad_id=self.pad_token_id,
                           name="Embedding-Position-Ids")
 
-    def rename_hf(self, name):
-        if not self.hf_positions:
-            return name
-        name = re.sub(r"^bert\.", "roberta.", name)
-        name = name.replace("cls.predictions.transform.dense", "lm_head.dense")
-        name = name.replace("cls.predictions.transform.LayerNorm", "lm_head.layer_norm")
-        return name.replace("cls.predictions.bias", "lm_head.bias")
+    @property
+    def hf_renames(self):
+        if not self.hf_positions:  # the Chinese RoBERTa-wwm releases: BERT's names
+            return ()
+        return (("bert.", "roberta."), ("cls.predictions.transform.dense", "lm_head.dense"),
+                ("cls.predictions.transform.LayerNorm", "lm_head.layer_norm"),
+                ("cls.predictions.bias", "lm_head.bias"))

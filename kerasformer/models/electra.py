@@ -16,12 +16,13 @@ the generator under ``generator/`` (sharing ``electra/embeddings``). ``with_mlm`
 the generator's names; Hugging Face keeps each network in its own file under
 ``electra.``.
 """
+import dataclasses
+
 import keras
 
 from kerasformer.errors import KerasformerError, WeightMismatchError
 from kerasformer.layers import get_activation
 from kerasformer.models.bert import BERT
-from kerasformer.models.transformer import WeightSource
 
 
 class ELECTRA(BERT):
@@ -61,49 +62,44 @@ class ELECTRA(BERT):
         return [sequence, x] if self.with_sequence_output else x
 
     # --------------------------------------------------------------- the weights
-    def variable_mapping(self):
-        """Model variable path -> Google ELECTRA checkpoint name."""
-        renames = [  # BERT's name prefix -> ELECTRA's
-            ("bert/embeddings/", "electra/embeddings/"),  # shared by both networks
-            ("bert/encoder/embedding_hidden_mapping_in/", f"{self.scope}/embeddings_project/"),
-            ("bert/encoder/", f"{self.scope}/encoder/"),
-            ("cls/predictions/transform/", "generator_predictions/"),
-            ("cls/predictions/output_bias", "generator_predictions/output_bias"),
-        ]
-        mapping = {}
-        for path, name in super().variable_mapping().items():
-            for old, new in renames:
-                if name.startswith(old):
-                    mapping[path] = new + name[len(old):]
-                    break
-            # BERT's pooler and NSP names have no ELECTRA counterpart and are dropped
-        p = self.prefix
-        mapping.update({
-            f"{p}Discriminator-Dense/kernel": "discriminator_predictions/dense/kernel",
-            f"{p}Discriminator-Dense/bias": "discriminator_predictions/dense/bias",
-            f"{p}Discriminator-Prediction/kernel": "discriminator_predictions/dense_1/kernel",
-            f"{p}Discriminator-Prediction/bias": "discriminator_predictions/dense_1/bias",
-        })
-        return mapping
+    # Hugging Face keeps each network in its own file under 'electra.'
+    hf_renames = (("bert.encoder.embedding_hidden_mapping_in.", "electra.embeddings_project."),
+                  ("bert.", "electra."), ("cls.predictions.transform.", "generator_predictions."),
+                  ("cls.predictions.bias", "generator_lm_head.bias"))
+    HEAD = [
+        ("Discriminator-Dense/kernel", "discriminator_predictions/dense/kernel",
+         "discriminator_predictions.dense.weight"),
+        ("Discriminator-Dense/bias", "discriminator_predictions/dense/bias", "discriminator_predictions.dense.bias"),
+        ("Discriminator-Prediction/kernel", "discriminator_predictions/dense_1/kernel",
+         "discriminator_predictions.dense_prediction.weight"),
+        ("Discriminator-Prediction/bias", "discriminator_predictions/dense_1/bias",
+         "discriminator_predictions.dense_prediction.bias"),
+    ]
 
-    # Hugging Face names that do not follow BERT's mechanical translation
-    hf_special_names = {
-        "discriminator_predictions/dense_1/kernel": "discriminator_predictions.dense_prediction.weight",
-        "discriminator_predictions/dense_1/bias": "discriminator_predictions.dense_prediction.bias",
-        "generator_predictions/output_bias": "generator_lm_head.bias",
-    }
+    @property
+    def google_renames(self):
+        """BERT's Google names -> ELECTRA's: the discriminator's encoder is under 'electra/',
+        the generator's under 'generator/'; both share 'electra/embeddings'."""
+        return (("bert/embeddings/", "electra/embeddings/"),
+                ("bert/encoder/embedding_hidden_mapping_in/", f"{self.scope}/embeddings_project/"),
+                ("bert/encoder/", f"{self.scope}/encoder/"),
+                ("cls/predictions/transform/", "generator_predictions/"),
+                ("cls/predictions/output_bias", "generator_predictions/output_bias"))
 
-    def checkpoint_sources(self, naming):
-        sources = {}
-        for path, name in self.variable_mapping().items():
-            # Hugging Face files (and a Google-format file holding one network) name the
-            # generator's encoder 'electra' too
-            shared = "electra/" + name[len("generator/"):] if name.startswith("generator/") else None
-            if naming == "google":
-                sources[path] = WeightSource((name, shared) if shared else (name,))
-            else:
-                sources[path] = WeightSource(*self.hf_names(shared or name))
-        return sources
+    def table(self):
+        # BERT's pooler and NSP names have no ELECTRA counterpart
+        return [r for r in super().table() if not r[1].startswith(("bert/pooler/", "cls/seq_relationship/"))] \
+            + [(self.prefix + path, google, hf) for path, google, hf in self.HEAD]
+
+    def weight_rows(self):
+        # a Google-format file holding the generator alone names its encoder 'electra' too
+        rows = super().weight_rows()
+        for r in rows:
+            google = r.sources["google"]
+            if google.name.startswith("generator/"):
+                r.sources["google"] = dataclasses.replace(
+                    google, names=google.names + ("electra/" + google.name[len("generator/"):],))
+        return rows
 
     def check_family(self, names, naming):
         """Name a missing head in one sentence instead of listing its variables."""

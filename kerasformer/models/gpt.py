@@ -9,12 +9,13 @@ in the token table, is not supported yet.)
 Weights: bert4keras' names, ``gpt/embeddings/...`` and ``gpt/transformer/layer_N/...``
 (BERT's with ``bert/`` -> ``gpt/`` and ``encoder`` -> ``transformer``).
 """
+import dataclasses
+
 import keras
 
 from kerasformer.errors import KerasformerError
 from kerasformer.layers import Embedding
 from kerasformer.models.bert import BERT
-from kerasformer.models.transformer import WeightSource
 
 
 class GPT(BERT):
@@ -39,16 +40,9 @@ class GPT(BERT):
         return self.apply(x, keras.layers.Activation, activation=self.final_activation,
                           name="LM-Activation")
 
-    def variable_mapping(self):
-        return {path: name.replace("bert/", "gpt/").replace("encoder", "transformer")
-                for path, name in super().variable_mapping().items()}
+    # bert4keras' layout (gpt/embeddings/..., gpt/transformer/...); Hugging Face openai-gpt
+    # files are not supported yet, so the rows have no 'hf' names
+    google_renames = (("bert/encoder/", "gpt/transformer/"), ("bert/", "gpt/"))
 
-    def vocabulary_variables(self):
-        return [f"{self.prefix}Embedding-Token/embeddings"]
-
-    def checkpoint_sources(self, naming):
-        if naming != "google":
-            raise KerasformerError(
-                "model='gpt' reads bert4keras' layout (gpt/embeddings/..., gpt/transformer/...); "
-                "Hugging Face openai-gpt files are not supported yet")
-        return {path: WeightSource((name,), False) for path, name in self.variable_mapping().items()}
+    def weight_rows(self):
+        return [dataclasses.replace(r, sources={"google": r.sources["google"]}) for r in super().weight_rows()]

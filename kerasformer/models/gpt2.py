@@ -33,19 +33,16 @@ Configs: Hugging Face ``config.json`` (``n_embd``, ``n_layer``, ``n_head``,
 OpenAI's ``hparams.json`` (``n_vocab``, ``n_ctx``, ...), or a BERT-style json (what
 bert4keras uses with the ``gpt/`` and GPT2-ML checkpoints); see ``GPT2.normalize_config``.
 """
-import dataclasses
-import os
 import re
 
 import keras
-import numpy as np
 
 from kerasformer import masks
-from kerasformer.checkpoints.weights import TensorsWithout, WeightSource, load_weights
-from kerasformer.errors import KerasformerError, WeightMismatchError
+from kerasformer.checkpoints.weights import WeightSource, row
+from kerasformer.errors import KerasformerError
 from kerasformer.layers import Embedding, FeedForward, MultiHeadAttention, PositionEmbedding
 from kerasformer.layers.masking import Add
-from kerasformer.models.transformer import Transformer, detect_naming
+from kerasformer.models.transformer import Transformer
 
 
 class GPT2(Transformer):
@@ -179,9 +176,8 @@ class GPT2(Transformer):
                           name="LM-Activation")
 
     # --------------------------------------------------------------- the weights
-    # A layout lists, for each model variable, where it lives in one checkpoint format.
-    # GPT-2 rows: (variable, OpenAI TF name, Hugging Face name, bert4keras 'gpt/' name);
-    # block names are relative to model/h{i}/, transformer.h.{i}., gpt/transformer/layer_{i}/.
+    # (variable, OpenAI TF name, Hugging Face name, bert4keras 'gpt/' name); block names are
+    # relative to model/h{i}/, transformer.h.{i}., gpt/transformer/layer_{i}/.
     TOP = [
         ("Embedding-Token/embeddings", "model/wte", "wte.weight", "gpt/embeddings/word_embeddings"),
         ("Embedding-Position/embeddings", "model/wpe", "wpe.weight", "gpt/embeddings/position_embeddings"),
@@ -206,157 +202,37 @@ class GPT2(Transformer):
         ("{ffn}/o_dense/kernel", "mlp/c_proj/w", "mlp.c_proj.weight", "output/dense/kernel"),
         ("{ffn}/o_dense/bias", "mlp/c_proj/b", "mlp.c_proj.bias", "output/dense/bias"),
     ]
-    LAYOUTS = {"google": "openai", "hf": "hf"}  # the layout written for each naming
+    # Hugging Face's attention-mask buffers (``h.0.attn.bias``, ``h.0.attn.masked_bias`` in
+    # older GPT-2 files) are not weights
+    derived_tensors = (r"(^|\.)h\.\d+\.attn\.(masked_)?bias$",)
 
     def block_variables(self, index):
         p = self.prefix
         return {"att": f"{p}Transformer-{index}-MultiHeadSelfAttention",
                 "ffn": f"{p}Transformer-{index}-FeedForward"}
 
-    def weight_layout(self, layout):
-        """``{variable path: Slot}`` for ``layout`` ('openai', 'hf' or 'bert4keras')."""
-        column = {"openai": 1, "hf": 2, "bert4keras": 3}[layout]
-        slots = {}
-        for row in self.TOP:
-            name = row[column]
-            if layout == "hf":  # GPT2LMHeadModel nests the network under 'transformer.'
-                slots[self.prefix + row[0]] = Slot(("transformer." + name, name))
-            else:
-                slots[self.prefix + row[0]] = Slot((name,))
+    def weight_rows(self):
+        """Namings 'google' (OpenAI's TF release: conv1d kernels ``[1, in, out]``), 'hf'
+        (``GPT2LMHeadModel``, or a bare ``GPT2Model`` without 'transformer.') and
+        'bert4keras'. OpenAI and HF fuse q|k|v into c_attn: each is a third of it. No
+        GPT-2 layout stores a kernel transposed."""
+        rows = [row(self.prefix + path, vocab_axis=0 if i == 0 else None, google=openai,
+                    hf=("transformer." + hf, hf), bert4keras=b4k)
+                for i, (path, openai, hf, b4k) in enumerate(self.TOP)]
         for i in range(self.num_hidden_layers):
-            for row in self.BLOCK:
-                path, name = row[0].format(**self.block_variables(i)), row[column]
+            for path, openai, hf, b4k in self.BLOCK:
+                path = path.format(**self.block_variables(i))
                 fused = re.search(r"/([qkv])_dense/", path)
-                part = ("qkv".index(fused.group(1)), 3) if fused and layout != "bert4keras" else None
-                if layout == "openai":
-                    # conv1d kernels are [1, in, out]
-                    slots[path] = Slot((f"model/h{i}/{name}",), conv=name.endswith("/w"), part=part)
-                elif layout == "hf":
-                    slots[path] = Slot((f"transformer.h.{i}.{name}", f"h.{i}.{name}"), part=part)
-                else:
-                    slots[path] = Slot((f"gpt/transformer/layer_{i}/{name}",))
-        return slots
+                part = ("qkv".index(fused.group(1)), 3) if fused else None
+                rows.append(row(
+                    path, google=WeightSource((f"model/h{i}/{openai}",), squeeze=openai.endswith("/w"), part=part),
+                    hf=WeightSource((f"transformer.h.{i}.{hf}", f"h.{i}.{hf}"), part=part),
+                    bert4keras=f"gpt/transformer/layer_{i}/{b4k}"))
+        return rows
 
-    def detect_layout(self, names):
-        if detect_naming(names) == "hf":
-            return "hf"
-        return "bert4keras" if any(n.startswith("gpt/") for n in names) else "openai"
-
-    # names that mark a checkpoint as this family's (its token embedding)
-    family_marks = re.compile(r"^model/wte$|(^|\.)wte\.weight$|^gpt/embeddings/word_embeddings$")
-    family_marks_text = "'model/wte', 'transformer.wte.weight' or 'gpt/embeddings/word_embeddings'"
-
-    def check_family(self, names, layout):
-        """A clear error when the checkpoint is of another family (before a wall of
-        'missing' lines)."""
-        if any(self.family_marks.search(n) for n in names):
-            return
-        if any(n.startswith(("newslm/", "newslm.")) for n in names):
-            family = "gpt2_ml"
-        elif any(GPT2.family_marks.search(n) for n in names):
-            family = "gpt2"
-        else:
-            from kerasformer.models import guess_family
-
-            family = guess_family(names)
-        hint = f"; it looks like a {family!r} checkpoint: pass model={family!r}" if family else ""
-        raise WeightMismatchError(
-            f"the checkpoint is not a {type(self).__name__} checkpoint (it has no "
-            f"{self.family_marks_text} tensor){hint}")
-
-    def variable_mapping(self):
-        """Model variable path -> OpenAI checkpoint name (q/k/v share c_attn)."""
-        return {path: slot.name for path, slot in self.weight_layout(self.LAYOUTS["google"]).items()}
-
-    def checkpoint_sources(self, naming):
-        """Names only: fused and conv1d tensors also need ``weight_layout``'s slicing."""
-        return {path: WeightSource(slot.names)
-                for path, slot in self.weight_layout(self.LAYOUTS[naming]).items()}
-
-    def vocabulary_variables(self):
-        return [f"{self.prefix}Embedding-Token/embeddings"]
-
-    def load_weights_from_checkpoint(self, checkpoint):
-        """Load any supported checkpoint (path or ``{name: array}``); returns the
-        ``LoadReport``, raises ``WeightMismatchError`` naming what does not fit."""
-        if isinstance(checkpoint, (str, os.PathLike)):
-            from kerasformer.checkpoints.resolve import open_checkpoint
-
-            tensors = open_checkpoint(os.fspath(checkpoint))
-        else:
-            tensors = checkpoint
-        names = list(tensors.keys())
-        if not names:
-            raise WeightMismatchError("the checkpoint holds no tensors")
-        layout = self.detect_layout(names)
-        self.check_family(names, layout)
-        slots = self.weight_layout(layout)
-        sources = {path: WeightSource(slot.names) for path, slot in slots.items()}
-        transforms = {path: slot.load for path, slot in slots.items() if slot.part or slot.conv}
-        for path in self.vocabulary_variables():
-            transforms[path] = _chain(transforms.get(path), self._embedding_transform)
-        self.load_report = load_weights(self.model_variables(), sources,
-                                        TensorsWithout(tensors, _BUFFER.search), transforms,
-                                        ignore_missing=self.ignore_invalid_weights)
-        return self.load_report
-
-    def export_tensors(self, naming="google", layout=None):
-        """``{checkpoint name: array}`` in ``layout`` (default: OpenAI's for 'google',
-        Hugging Face's for 'hf'), the q/k/v thirds fused back into one tensor."""
-        slots = self.weight_layout(layout or self.LAYOUTS[naming])
-        out, parts = {}, {}
-        for path, variable in self.model_variables().items():
-            if path not in slots:
-                raise WeightMismatchError(f"variable {path} has no checkpoint name to be saved under")
-            slot = slots[path]
-            value = keras.ops.convert_to_numpy(variable)
-            if slot.part:
-                parts.setdefault(slot.name, (slot, [None] * slot.part[1]))[1][slot.part[0]] = value
-            else:
-                out[slot.name] = slot.save(value)
-        for name, (slot, pieces) in parts.items():
-            out[name] = slot.save(np.concatenate(pieces, axis=-1))
-        return out
-
-
-@dataclasses.dataclass(frozen=True)
-class Slot:
-    """Where one variable lives in a checkpoint: candidate names (canonical first),
-    whether it is stored as an OpenAI conv1d kernel ``[1, in, out]``, and whether it is
-    part ``(index, count)`` of a tensor fused along its last axis (q/k/v in c_attn).
-    No GPT-2 layout stores a kernel transposed."""
-
-    names: tuple
-    conv: bool = False
-    part: tuple = None
-
-    @property
-    def name(self):
-        return self.names[0]
-
-    def load(self, value):
-        if self.conv:
-            value = value.reshape(value.shape[1:]) if value.ndim == 3 and value.shape[0] == 1 else value
-        if self.part:
-            index, count = self.part
-            if value.shape[-1] % count:
-                raise WeightMismatchError(f"{self.name} has shape {value.shape}: its last axis "
-                                          f"does not split into {count} equal parts")
-            size = value.shape[-1] // count
-            value = value[..., index * size:(index + 1) * size]
-        return value
-
-    def save(self, value):
-        return np.ascontiguousarray(value[None] if self.conv else value)
-
-
-def _chain(first, second):
-    return second if first is None else (lambda value: second(first(value)))
-
-
-# Hugging Face's attention-mask buffers (``h.0.attn.bias``, ``h.0.attn.masked_bias`` in older
-# GPT-2 files) are not weights
-_BUFFER = re.compile(r"(^|\.)h\.\d+\.attn\.(masked_)?bias$")
+    def detect_naming(self, names):
+        naming = super().detect_naming(names)
+        return "bert4keras" if naming == "google" and any(n.startswith("gpt/") for n in names) else naming
 
 
 class GPT2_ML(GPT2):
@@ -417,19 +293,12 @@ class GPT2_ML(GPT2):
         ("{ffn}-Norm-1/gamma", "LayerNorm_mlp_ln1/gamma"),
         ("{ffn}-Norm-1/beta", "LayerNorm_mlp_ln1/beta"),
     ]
-    LAYOUTS = {"google": "newslm", "hf": "hf"}
-    family_marks = re.compile(r"^newslm[/.]embeddings[/.]word_embed$")
-    family_marks_text = "'newslm/embeddings/word_embed'"
 
-    def weight_layout(self, layout):
-        """``{variable path: Slot}``: 'newslm' (the TF names), or 'hf' (the same, dotted)."""
-        names = {self.prefix + path: name for path, name in self.TOP}
+    def weight_rows(self):
+        """Namings 'google' (the released TF names) and 'hf' (the same, dotted)."""
+        names = [(self.prefix + path, name) for path, name in self.TOP]
         for i in range(self.num_hidden_layers):
-            for path, name in self.BLOCK:
-                names[path.format(**self.block_variables(i))] = f"newslm/layer{i:02d}/{name}"
-        if layout == "hf":
-            return {path: Slot((name.replace("/", "."),)) for path, name in names.items()}
-        return {path: Slot((name,)) for path, name in names.items()}
-
-    def detect_layout(self, names):
-        return "hf" if detect_naming(names) == "hf" else "newslm"
+            names += [(path.format(**self.block_variables(i)), f"newslm/layer{i:02d}/{name}")
+                      for path, name in self.BLOCK]
+        return [row(path, vocab_axis=0 if i == 0 else None, google=name, hf=name.replace("/", "."))
+                for i, (path, name) in enumerate(names)]

@@ -18,12 +18,8 @@ Checkpoints: Huawei's TF release uses Google BERT's names without
 use ``nezha.*`` plus one ``relative_positions_encoding.positions_encoding`` buffer per
 layer, which is derived, so it is skipped when loading.
 """
-import os
-import re
-
 import keras
 
-from kerasformer.checkpoints.weights import TensorsWithout
 from kerasformer.errors import FamilyMismatchError, KerasformerError
 from kerasformer.layers import FeedForward, MultiHeadAttention
 from kerasformer.layers.masking import Add
@@ -107,26 +103,11 @@ class NEZHA(BERT):
         return self.norm(x, f"{feed_forward}-Norm")
 
     # --------------------------------------------------------------- the weights
-    def variable_mapping(self):
+    hf_renames = (("bert.", "nezha."),)
+
+    def table(self):
         """BERT's names, less the absolute position table NEZHA does not have."""
-        mapping = super().variable_mapping()
-        del mapping[f"{self.prefix}Embedding-Position/embeddings"]
-        return mapping
-
-    def rename_hf(self, name):
-        return re.sub(r"^bert\.", f"{self.hf_prefix}.", name)
-
-    def load_weights_from_checkpoint(self, checkpoint):
-        """As :meth:`Transformer.load_weights_from_checkpoint`, skipping the derived
-        sinusoid buffers Hugging Face saves (they are listed in ``load_report.ignored``)."""
-        if isinstance(checkpoint, (str, os.PathLike)):
-            from kerasformer.checkpoints.resolve import open_checkpoint
-
-            checkpoint = open_checkpoint(os.fspath(checkpoint))
-        view = TensorsWithout(checkpoint, lambda n: any(re.search(p, n) for p in self.derived_tensors))
-        report = super().load_weights_from_checkpoint(view)
-        report.ignored = sorted(report.ignored + view.hidden)
-        return report
+        return [r for r in super().table() if r[0] != f"{self.prefix}Embedding-Position/embeddings"]
 
     def check_family(self, names, naming):
         """A checkpoint with an absolute position table is BERT (or RoBERTa, ...), whose

@@ -67,11 +67,9 @@ class RoFormer(NEZHA):
     def attention_options(self):
         return {**super().attention_options(), "rotary_value": self.rotary_value}
 
-    def rename_hf(self, name):
-        name = super().rename_hf(name)
-        # HF projects embeddings with roformer.embeddings_project, not ALBERT's name
-        return name.replace(f"{self.hf_prefix}.encoder.embedding_hidden_mapping_in.",
-                            f"{self.hf_prefix}.embeddings_project.")
+    # HF projects embeddings with roformer.embeddings_project, not ALBERT's name
+    hf_renames = (("bert.encoder.embedding_hidden_mapping_in.", "roformer.embeddings_project."),
+                  ("bert.", "roformer."))
 
 
 class RoFormerV2(RoFormer):
@@ -127,15 +125,11 @@ class RoFormerV2(RoFormer):
         return [sequence, x] if self.with_sequence_output else x
 
     # --------------------------------------------------------------- the weights
-    def variable_mapping(self):
+    def table(self):
         """v1's names without beta / gamma / bias (bert4keras filters them the same way).
         ``Output-Mapping`` has no name in Zhuiyi's checkpoints (their embedding size equals
         the hidden size), so a model with one loads only with ``ignore_invalid_weights``."""
-        return {path: name for path, name in super().variable_mapping().items()
-                if not name.endswith(("/beta", "/gamma", "/bias", "output_bias"))}
-
-    def vocabulary_variables(self):
-        return [f"{self.prefix}Embedding-Token/embeddings"]
+        return [r for r in super().table() if not r[1].endswith(("/beta", "/gamma", "/bias", "output_bias"))]
 
     def check_family(self, names, naming):
         """v1 / BERT / NEZHA checkpoints have LayerNorm weights and biases; v2 has none, so

@@ -31,7 +31,6 @@ not padding-masked either: T5's decoder start token is id 0, the pad id, and cau
 already keeps later padding from reaching earlier positions.
 """
 import math
-import os
 
 import keras
 import numpy as np
@@ -41,7 +40,8 @@ from kerasformer import masks
 from kerasformer.errors import FamilyMismatchError, KerasformerError
 from kerasformer.layers import Embedding, FeedForward, MultiHeadAttention
 from kerasformer.layers.masking import Add
-from kerasformer.models.transformer import Transformer, WeightSource
+from kerasformer.checkpoints.weights import WeightSource, row
+from kerasformer.models.transformer import Transformer
 
 
 # ----------------------------------------------------------------------------- layers
@@ -414,38 +414,35 @@ class T5(Transformer):
         return self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
 
     # --------------------------------------------------------------- the weights
-    def weight_table(self):
-        """``[(variable path, google names, google transpose, hf names, hf transpose)]``.
-
-        Google names are Mesh TensorFlow's (the released T5 / mT5 checkpoints): q/k/v/o
+    def weight_rows(self):
+        """Google names are Mesh TensorFlow's (the released T5 / mT5 checkpoints): q/k/v/o
         and feed-forward kernels are stored ``[in, out]`` like Keras, the relative bias
         ``[heads, buckets]``. Hugging Face stores every matrix ``[out, in]``. Norm names
         differ by version ('layer_norm' in t5.1.0, 'rms_norm' in t5.1.1): both are
         accepted, the version's own is written.
         """
-        p, table = self.prefix, []
-        v11 = self.version != "t5.1.0"
-
-        def add(path, google, hf, google_transpose=False, hf_transpose=False):
-            google = (google,) if isinstance(google, str) else google
-            hf = (hf,) if isinstance(hf, str) else hf
-            table.append((p + path, google, google_transpose, hf, hf_transpose))
+        p, v11 = self.prefix, self.version != "t5.1.0"
 
         def norm(scope, final=False):
             old = f"{scope}/final_layer_norm/scale" if final else f"{scope}/layer_norm/scale"
             new = f"{scope}/rms_norm/scale"
             return (new, old) if v11 else (old, new)
 
-        add("Embedding-Token/embeddings", "shared/embedding",
-            ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight"))
+        def matrix(path, google, hf):  # a kernel: HF's is [out, in]
+            return row(p + path, google=google, hf=WeightSource((hf,), transpose=True))
+
+        rows = [row(p + "Embedding-Token/embeddings", vocab_axis=0, google="shared/embedding",
+                    hf=("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight"))]
         ffn = ["wi_0", "wi_1"] if isinstance(self.hidden_act, list) else ["wi"]
         for stack, layers in (("encoder", self.num_hidden_layers), ("decoder", self.num_decoder_layers)):
             Stack = stack.title()
-            add(f"{Stack}-Embedding-Relative-Position/embeddings",
-                f"{stack}/block_000/layer_000/SelfAttention/relative_attention_bias",
-                f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-                google_transpose=True)
-            add(f"{Stack}-Output-Norm/gamma", norm(stack, final=True), f"{stack}.final_layer_norm.weight")
+            rows += [
+                row(f"{p}{Stack}-Embedding-Relative-Position/embeddings",
+                    google=WeightSource((f"{stack}/block_000/layer_000/SelfAttention/relative_attention_bias",),
+                                        transpose=True),
+                    hf=f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
+                row(f"{p}{Stack}-Output-Norm/gamma", google=norm(stack, final=True),
+                    hf=f"{stack}.final_layer_norm.weight")]
             parts = [("MultiHeadSelfAttention", "SelfAttention")]
             if stack == "decoder":
                 parts.append(("MultiHeadCrossAttention", "EncDecAttention"))
@@ -453,57 +450,17 @@ class T5(Transformer):
                 ours = f"{Stack}-Transformer-{i}-"
                 for j, (name, theirs) in enumerate(parts + [("FeedForward", "DenseReluDense")]):
                     g, h = f"{stack}/block_{i:03d}/layer_{j:03d}/", f"{stack}.block.{i}.layer.{j}."
-                    add(f"{ours}{name}-Norm/gamma", norm(g.rstrip("/")), f"{h}layer_norm.weight")
+                    rows.append(row(f"{p}{ours}{name}-Norm/gamma", google=norm(g.rstrip("/")),
+                                    hf=f"{h}layer_norm.weight"))
                     if theirs == "DenseReluDense":
-                        for k, w in enumerate(ffn):
-                            add(f"{ours}{name}/i{k}_dense/kernel", f"{g}{theirs}/{w}/kernel",
-                                f"{h}{theirs}.{w}.weight", hf_transpose=True)
-                        add(f"{ours}{name}/o_dense/kernel", f"{g}{theirs}/wo/kernel",
-                            f"{h}{theirs}.wo.weight", hf_transpose=True)
+                        rows += [matrix(f"{ours}{name}/i{k}_dense/kernel", f"{g}{theirs}/{w}/kernel",
+                                        f"{h}{theirs}.{w}.weight") for k, w in enumerate(ffn)]
+                        rows.append(matrix(f"{ours}{name}/o_dense/kernel", f"{g}{theirs}/wo/kernel",
+                                           f"{h}{theirs}.wo.weight"))
                     else:
-                        for w in "qkvo":
-                            add(f"{ours}{name}/{w}_dense/kernel", f"{g}{theirs}/{w}",
-                                f"{h}{theirs}.{w}.weight", hf_transpose=True)
-        return table
-
-    def variable_mapping(self):
-        """Model variable path -> Mesh TensorFlow checkpoint name."""
-        return {path: google[0] for path, google, _, _, _ in self.weight_table()}
-
-    def checkpoint_sources(self, naming):
-        sources = {}
-        for path, google, g_transpose, hf, h_transpose in self.weight_table():
-            if naming == "google":
-                sources[path] = WeightSource(google, g_transpose)
-            else:
-                sources[path] = WeightSource(hf, h_transpose)
-        return sources
-
-    def vocabulary_variables(self):
-        return [f"{self.prefix}Embedding-Token/embeddings"]
-
-    def output_vocabulary_variables(self):
-        """Variables whose *second* axis is the vocabulary (the untied output layer)."""
-        return []
-
-    def load_weights_from_checkpoint(self, checkpoint):
-        """As :meth:`Transformer.load_weights_from_checkpoint`; keep_tokens /
-        compound_tokens also slice the untied output layer, along its vocabulary axis."""
-        from kerasformer.checkpoints.weights import load_weights
-        from kerasformer.models.transformer import detect_naming
-
-        if isinstance(checkpoint, (str, os.PathLike)):
-            from kerasformer.checkpoints.resolve import open_checkpoint
-
-            checkpoint = open_checkpoint(os.fspath(checkpoint))
-        naming = detect_naming(checkpoint.keys())
-        transforms = {p: self._embedding_transform for p in self.vocabulary_variables()}
-        for path in self.output_vocabulary_variables():
-            transforms[path] = lambda value: self._embedding_transform(value.T).T
-        self.check_family(checkpoint.keys(), naming)
-        self.load_report = load_weights(self.model_variables(), self.checkpoint_sources(naming), checkpoint,
-                                        transforms, ignore_missing=self.ignore_invalid_weights)
-        return self.load_report
+                        rows += [matrix(f"{ours}{name}/{w}_dense/kernel", f"{g}{theirs}/{w}",
+                                        f"{h}{theirs}.{w}.weight") for w in "qkvo"]
+        return rows
 
     def check_family(self, names, naming):
         """A T5 checkpoint of the other version fails with the model key to use."""
@@ -531,15 +488,12 @@ class T5_V1_1(T5):
         return self.apply(x, keras.layers.Dense, units=self.vocab_size, use_bias=False,
                           kernel_initializer=self.initializer, name="Decoder-Output-LM")
 
-    def weight_table(self):
+    def weight_rows(self):
         # Hugging Face 5 ties lm_head to shared.weight and then saves only the latter,
         # so a file without lm_head.weight means "the output layer is the embedding"
-        return super().weight_table() + [
-            (f"{self.prefix}Decoder-Output-LM/kernel", ("decoder/logits/kernel",), False,
-             ("lm_head.weight", "shared.weight"), True)]
-
-    def output_vocabulary_variables(self):
-        return [f"{self.prefix}Decoder-Output-LM/kernel"]
+        return super().weight_rows() + [row(
+            f"{self.prefix}Decoder-Output-LM/kernel", vocab_axis=1, google="decoder/logits/kernel",
+            hf=WeightSource(("lm_head.weight", "shared.weight"), transpose=True))]
 
 
 class _OnePart:

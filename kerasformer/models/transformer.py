@@ -2,9 +2,9 @@
 
 A family subclasses :class:`Transformer` and overrides the hooks it needs
 (``get_inputs``, ``apply_embeddings``, ``apply_main_layers``, ``apply_final_layers``)
-plus ``variable_mapping`` (model variable -> checkpoint name). Layers are created
-through :meth:`Transformer.apply`, which reuses a layer when the same name is applied
-twice: that is how ALBERT shares one block across depth and how the MLM head reuses
+plus ``weight_rows`` (each model variable's names in each checkpoint naming). Layers are
+created through :meth:`Transformer.apply`, which reuses a layer when the same name is
+applied twice: that is how ALBERT shares one block across depth and how the MLM head reuses
 the token embedding.
 """
 import contextlib
@@ -15,8 +15,8 @@ import keras
 import numpy as np
 
 from kerasformer import backend, masks
-from kerasformer.checkpoints.weights import WeightSource, export_weights, load_weights
-from kerasformer.errors import KerasformerError
+from kerasformer.checkpoints.weights import detect_naming, export_rows, load_rows, open_tensors
+from kerasformer.errors import KerasformerError, WeightMismatchError
 from kerasformer.layers import LayerNorm
 from kerasformer.models.inputs import standardize_inputs
 
@@ -246,14 +246,23 @@ class Transformer:
         return self.attention_mask
 
     # ------------------------------------------------------------------ weights
-    def variable_mapping(self):
-        """``{variable path: canonical (Google-style) checkpoint name}``."""
-        return {}
-
-    def checkpoint_sources(self, naming):
-        """``{variable path: WeightSource}`` for a checkpoint that uses ``naming``
-        ('google' for TF checkpoints, 'hf' for Hugging Face files)."""
+    def weight_rows(self):
+        """``[WeightRow]``: every weight of the network and where it lives in each checkpoint
+        naming the family reads (see :mod:`kerasformer.checkpoints.weights`). The one method
+        a family writes for its weights: loading, export and ``info`` are generic over it."""
         raise NotImplementedError
+
+    # patterns of checkpoint tensors the family derives instead of loading (e.g. Hugging
+    # Face's sinusoid buffers): skipped, and listed in ``load_report.ignored``
+    derived_tensors = ()
+
+    def detect_naming(self, names):
+        """The naming of a checkpoint's ``names``: a key of the rows' ``sources``."""
+        return detect_naming(names)
+
+    def variable_mapping(self):
+        """``{variable path: canonical Google-style checkpoint name}`` (bert4keras' API)."""
+        return {r.variable: r.sources["google"].name for r in self.weight_rows() if "google" in r.sources}
 
     def model_variables(self):
         """``{path: variable}`` for every weight of the network that a checkpoint holds, in
@@ -283,35 +292,44 @@ class Transformer:
             value = np.concatenate([value, np.stack(extra)], axis=0)
         return value
 
-    def vocabulary_variables(self):
-        """Paths of variables whose first axis is the vocabulary."""
-        return []
-
     def load_weights_from_checkpoint(self, checkpoint):
-        """Load a Google TF checkpoint, safetensors or pytorch_model.bin (file or dir).
+        """Load a Google TF checkpoint, safetensors or pytorch_model.bin (file, prefix or
+        folder), or a mapping ``{name: array}``.
 
         Returns a :class:`~kerasformer.checkpoints.weights.LoadReport`; raises
         ``WeightMismatchError`` naming missing variables and shape mismatches.
         """
-        if isinstance(checkpoint, (str, os.PathLike)):
-            from kerasformer.checkpoints.resolve import open_checkpoint
-
-            tensors = open_checkpoint(os.fspath(checkpoint))
-        else:  # already a mapping name -> array
-            tensors = checkpoint
-        naming = detect_naming(tensors.keys())
-        sources = self.checkpoint_sources(naming)
-        transforms = {p: self._embedding_transform for p in self.vocabulary_variables()}
-        self.check_family(tensors.keys(), naming)
-        self.load_report = load_weights(self.model_variables(), sources, tensors,
-                                        transforms, ignore_missing=self.ignore_invalid_weights)
+        tensors = open_tensors(checkpoint)
+        names = list(tensors.keys())
+        naming = self.detect_naming(names)
+        rows = self.weight_rows()
+        self.check_family(names, naming)
+        self._check_any_match(rows, naming, names)
+        self.load_report = load_rows(self.model_variables(), rows, tensors, naming,
+                                     self._embedding_transform, ignore=self.derived_tensors,
+                                     ignore_missing=self.ignore_invalid_weights)
         return self.load_report
+
+    def _check_any_match(self, rows, naming, names):
+        """A checkpoint holding none of the family's names is another family's: one sentence
+        saying which, instead of a wall of 'missing' lines."""
+        present = set(names)
+        if any(n in present for r in rows if naming in r.sources for n in r.sources[naming].names):
+            return
+        from kerasformer.models import guess_family
+
+        family = guess_family(names)
+        hint = f"; it looks like a {family!r} checkpoint: pass model={family!r}" if family else ""
+        raise WeightMismatchError(f"the checkpoint holds none of {type(self).__name__}'s weights "
+                                  f"(read as {naming!r} names){hint}")
 
     def check_family(self, names, naming):
         """Hook: raise a clear error when the checkpoint is of another family."""
 
     def export_tensors(self, naming="google"):
-        return export_weights(self.model_variables(), self.checkpoint_sources(naming))
+        """``{checkpoint name: array}`` of every weight under ``naming`` (a key of the rows'
+        sources: 'google', 'hf', ...)."""
+        return export_rows(self.model_variables(), self.weight_rows(), naming)
 
     def save_weights_as_checkpoint(self, path, format="tf"):
         """Write the weights under the original names: ``format='tf'`` writes a Google
@@ -348,19 +366,6 @@ def _global_dtype_policy(policy):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
-
-
-def detect_naming(names):
-    """'google' when names are slash-separated TF scopes, else 'hf' (dotted)."""
-    names = list(names)
-    if not names:
-        raise KerasformerError("the checkpoint holds no tensors")
-    slashed = sum("/" in n for n in names)
-    return "google" if slashed * 2 >= len(names) else "hf"
-
-
-def source(name, transpose=False, *aliases):
-    return WeightSource(names=(name,) + tuple(aliases), transpose=transpose)
 
 
 def find_config_file(path):
