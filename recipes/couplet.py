@@ -15,7 +15,7 @@ trained on the same pairs with the same budget and decoded with the cached engin
 (``kerasformer.generate``, greedy and beam search): quality and speed side by side::
 
     python recipes/couplet.py                        # defaults: ~15-20 min on 2 shared CPU cores
-    python recipes/couplet.py --max-train 2000 --epochs 1 --holdout 100   # a quick look
+    python recipes/couplet.py --smoke                  # seconds: tiny models, 200 pairs
     python recipes/couplet.py --no-unilm --save-model results/couplet_model
     kerasformer couplet "春回大地千山秀" --model results/couplet_model
 
@@ -40,6 +40,10 @@ import common  # noqa: E402  (recipes/common.py, next to this file)
 import unilm_csl  # noqa: E402  (the UniLM model, its loss and the BLEU formula)
 
 
+SMOKE = dict(max_train=200, holdout=8, max_dev=16, epochs=2, layers=1, hidden_size=32, cnn_layers=2, cnn_hidden=32,
+             maxlen=32, batch_size=16, beam=2, decode_batch=8, train_seconds=0, quiet=True)
+
+
 def parse_args(argv=None):
     p = common.new_parser(__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=common.data_path("couplet"), help="folder with train.tsv and dev.tsv "
@@ -57,11 +61,18 @@ def parse_args(argv=None):
     g.add_argument("--no-unilm", action="store_true", help="train and score only the CNN")
     g.add_argument("--beam", type=int, default=3, help="UniLM beam width (0: greedy only)")
     g.add_argument("--decode-batch", type=int, default=64, help="lines per decoding batch (both models)")
+    g.add_argument("--train-seconds", type=float, default=0,
+                   help="stop each model's training after this many seconds (the same wall-clock budget for "
+                        "both; --epochs stays the upper bound); 0: no limit")
     g.add_argument("--save-model", help="save the CNN as a model folder here (kerasformer couplet --model DIR)")
     g.add_argument("--examples", type=int, default=10, help="example pairings kept in the JSON")
+    g.add_argument("--smoke", action="store_true", help="a few steps on a few examples, tiny models (the test "
+                   "suite's run): sets the sizes in SMOKE, whatever else is given")
     common.add_common_args(p, out=os.path.join("results", "couplet.json"), epochs=2, batch_size=64, maxlen=64,
                            layers=4, hidden_size=128, lr=1e-3, warmup=200, max_train=0, max_dev=0, decay_to=0.1)
     args = p.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE)
     common.check_args(args)
     for name in ("cnn_layers", "cnn_hidden", "kernel_size", "decode_batch"):
         if getattr(args, name) < 1:
@@ -139,13 +150,26 @@ def build_cnn(args, vocab_size):
 
 
 def train_model(model, batches, steps, args, name):
+    """Fit for ``--epochs`` (or until ``--train-seconds`` have passed); returns the loss per
+    epoch, the seconds and the steps trained."""
+    import keras
+
     schedule = common.lr_schedule(args.warmup, steps * args.epochs, args.decay_to)
     model.compile(optimizer=common.make_optimizer(args.lr, schedule), loss=unilm_csl.title_loss)
-    print(f"{name}: {model.count_params():,} parameters, {steps} steps x {args.epochs} epochs")
+    print(f"{name}: {model.count_params():,} parameters, {steps} steps x {args.epochs} epochs"
+          + (f", at most {args.train_seconds:.0f} s" if args.train_seconds else ""))
+    done = {"steps": 0}
+
+    class Budget(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            done["steps"] += 1
+            if args.train_seconds and time.time() - t0 > args.train_seconds:
+                self.model.stop_training = True
+
     t0 = time.time()
-    history = model.fit(batches, steps_per_epoch=steps, epochs=args.epochs, shuffle=False,
+    history = model.fit(batches, steps_per_epoch=steps, epochs=args.epochs, shuffle=False, callbacks=[Budget()],
                         verbose=0 if args.quiet else 1)
-    return [float(v) for v in history.history["loss"]], time.time() - t0
+    return [float(v) for v in history.history["loss"]], time.time() - t0, done["steps"]
 
 
 def decode_unilm(model, tokenizer, lines, strategy, args, max_new_tokens):
@@ -261,8 +285,11 @@ def main(argv=None):
     }
     cnn_settings = {k: getattr(args, k) for k in ("cnn_layers", "cnn_hidden", "kernel_size", "cnn_dropout")}
 
-    def record(name, model, losses, seconds, settings, decoders):
+    def record(name, model, trained, settings, decoders):
+        losses, seconds, steps = trained
         results["models"][name] = {"parameters": int(model.count_params()), "train_seconds": seconds,
+                                   "train_steps": steps, "train_pairs_seen": min(steps * args.batch_size,
+                                                                                 args.epochs * len(train)),
                                    "train_loss_per_epoch": losses, **settings}
         for decoder, decode in decoders.items():
             with timer(f"decode {decoder}"):
@@ -277,10 +304,10 @@ def main(argv=None):
     cnn = build_cnn(args, len(token_dict))
     steps = len(common.length_batches([0] * len(train), args.batch_size, shuffle=False))
     with timer("train cnn"):
-        losses, seconds = train_model(cnn, cnn_batches(train, token_dict, args, np.random.default_rng(args.seed)),
-                                      steps, args, "CNN")
+        trained = train_model(cnn, cnn_batches(train, token_dict, args, np.random.default_rng(args.seed)), steps,
+                              args, "CNN")
     decoder = couplet.Decoder(token_dict)
-    record("cnn", cnn, losses, seconds, cnn_settings, {
+    record("cnn", cnn, trained, cnn_settings, {
         "cnn greedy": lambda lines: couplet.pair(cnn, token_dict, lines, False, args.decode_batch, decoder),
         "cnn constrained": lambda lines: couplet.pair(cnn, token_dict, lines, True, args.decode_batch, decoder)})
     if args.save_model:
@@ -294,7 +321,7 @@ def main(argv=None):
         unilm = unilm_csl.build(args, len(token_dict), keep_tokens)
         batches = unilm_csl.make_batches(train, tokenizer, args)
         with timer("train unilm"):
-            losses, seconds = train_model(unilm, batches.forfit(), len(batches), args, "UniLM")
+            trained = train_model(unilm, batches.forfit(), len(batches), args, "UniLM")
         if args.save_weights:
             from kerasformer import saving
 
@@ -304,7 +331,7 @@ def main(argv=None):
         if args.beam:
             decoders[f"unilm beam {args.beam}"] = lambda lines: decode_unilm(unilm, tokenizer, lines, "beam", args,
                                                                              longest)
-        record("unilm", unilm, losses, seconds, {"summary": common.model_summary(args, argparse.Namespace(
+        record("unilm", unilm, trained, {"summary": common.model_summary(args, argparse.Namespace(
             num_hidden_layers=args.layers, hidden_size=args.hidden_size,
             num_attention_heads=args.heads or max(2, args.hidden_size // 64),
             intermediate_size=4 * args.hidden_size))}, decoders)

@@ -99,10 +99,8 @@ def trained(tmp_path_factory):
     _write_pairs(folder / "dev.tsv", rng, 12)
     _write_pairs(folder / "extra.tsv", rng, 6)
     out, model_dir = folder / "r.json", folder / "model"
-    recipe.main(["--data-dir", str(folder), "--test", str(folder / "extra.tsv"), "--holdout", "8",
-                 "--epochs", "2", "--lr", "1e-2", "--warmup", "0", "--layers", "1", "--hidden-size", "32",
-                 "--cnn-layers", "2", "--cnn-hidden", "32", "--maxlen", "32", "--batch-size", "16", "--beam", "2",
-                 "--decode-batch", "8", "--quiet", "--out", str(out), "--save-model", str(model_dir)])
+    recipe.main(["--smoke", "--data-dir", str(folder), "--test", str(folder / "extra.tsv"), "--lr", "1e-2",
+                 "--warmup", "0", "--out", str(out), "--save-model", str(model_dir)])
     return json.loads(out.read_text(encoding="utf-8")), str(model_dir)
 
 
