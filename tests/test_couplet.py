@@ -126,7 +126,14 @@ def test_recipe_end_to_end(trained):
 def test_output_length_and_batch_independence(trained):
     """Any line (unknown characters, padding around it in a batch) gets an output of its
     length, and the same output alone as in a batch: padding is masked in every block."""
+    from kerasformer.backend import predict
+
     model, token_dict, _ = couplet.load(trained[1])
+    short, long = couplet.encode("春风花", token_dict), couplet.encode("春风花月山水云天春风花月山水云天春", token_dict)
+    alone = predict(model, np.array([short], "int32"))[0]
+    batch = np.zeros((2, 24), "int32")
+    batch[0, :3], batch[1, :len(long)] = short, long
+    np.testing.assert_allclose(predict(model, batch)[0, :3], alone, atol=1e-5)  # padding changes nothing
     lines = ["春风", "春风花月山水云天春风花月山水云天春", "龘靐春", "山，水。", "春"]
     together = couplet.pair(model, token_dict, lines, batch_size=8)
     alone = [couplet.pair(model, token_dict, [line], batch_size=1)[0] for line in lines]
