@@ -353,6 +353,16 @@ def cmd_generate(args):
     return 0
 
 
+def cmd_couplet(args):
+    from kerasformer import couplet
+
+    model, token_dict, _ = couplet.load(args.model)
+    for first, second in zip(args.lines, couplet.pair(model, token_dict, args.lines, constrained=not args.greedy,
+                                                      batch_size=len(args.lines))):
+        print(f"{first}\t{second}")
+    return 0
+
+
 def version():
     from kerasformer import __version__
 
@@ -424,6 +434,13 @@ def main(argv=None):
     gen.add_argument("--application", choices=["lm", "unilm"], default=None,
                      help="attention mask (default: unilm for BERT-style encoders, the family's own otherwise)")
     gen.add_argument("--model", type=str.lower, help="family key (default: from the folder's config)")
+    couplet = sub.add_parser("couplet", help="pair the first line of a couplet (a model folder saved by "
+                             "recipes/couplet.py --save-model)", formatter_class=formatter)
+    couplet.add_argument("lines", nargs="+", help="first line(s)")
+    couplet.add_argument("--model", default=os.path.join("results", "couplet_model"), help="model folder")
+    couplet.add_argument("--greedy", action="store_true",
+                         help="plain greedy per position (default: constrained: no copied characters, "
+                              "punctuation and repeated-character pattern mirrored)")
     sub.add_parser("words", help="word discovery, segmentation, domain terms (kerasformer words -h)")
     sub.add_parser("pretrain", help="pretrain MLM / LM / UniLM (kerasformer pretrain -h)")
     sub.add_parser("vocab", help="a Chinese character vocabulary from a corpus")
@@ -434,7 +451,8 @@ def main(argv=None):
         os.environ["KERAS_BACKEND"] = args.backend
     from kerasformer.errors import KerasformerError
 
-    commands = {"demo": cmd_demo, "info": cmd_info, "convert": cmd_convert, "generate": cmd_generate}
+    commands = {"demo": cmd_demo, "info": cmd_info, "convert": cmd_convert, "generate": cmd_generate,
+                "couplet": cmd_couplet}
     try:
         return commands[args.command](args)
     except KerasformerError as e:
