@@ -7,9 +7,9 @@ import keras
 import numpy as np
 from keras import ops
 
-# a module reference, not names: kerasformer.backend imports backend_compat, which imports these
-# layers, so the names exist only once backend_compat has finished loading
-from kerasformer import backend_compat as _compat
+# a module reference, not names: kerasformer.backend imports backend.bert4keras, which imports these
+# layers, so the names exist only once backend.bert4keras has finished loading
+from kerasformer.backend import bert4keras as _compat
 from kerasformer.errors import KerasformerError
 
 

@@ -13,6 +13,7 @@ import contextlib
 
 import numpy as np
 
+from kerasformer.backend import private
 from kerasformer.errors import KerasformerError
 
 
@@ -48,7 +49,7 @@ def max_length(model):
     if limit is False:
         from kerasformer.layers.embeddings import PositionEmbedding
 
-        limits = [layer.input_dim - layer.offset for layer in model._flatten_layers()
+        limits = [layer.input_dim - layer.offset for layer in private.sublayers(model)
                   if isinstance(layer, PositionEmbedding)]
         limit = min(limits) if limits else None
         model._kerasformer_max_length = limit
@@ -113,16 +114,16 @@ def variables_kept_on_error(model):
     input, an interrupt) leaves them None. The state of the last completed step is
     reattached first (what ``fit`` trained so far); anything still detached gets its old
     value back. Holding references to the old values costs nothing."""
-    held = [(v, getattr(v, "_value", None)) for v in model.variables]
+    held = [(v, private.get(v, "_value")) for v in model.variables]
     try:
         yield
     except BaseException:
-        if getattr(model, "_jax_state", None) and hasattr(model, "jax_state_sync"):
+        if private.optional(model, "_jax_state") and hasattr(model, "jax_state_sync"):
             try:
                 model.jax_state_sync()
             except Exception:  # noqa: BLE001 - the original error is the one to report
                 pass
         for variable, value in held:
-            if value is not None and getattr(variable, "_value", None) is None:
-                variable._value = value
+            if value is not None and private.get(variable, "_value") is None:
+                private.assign(variable, "_value", value)
         raise
