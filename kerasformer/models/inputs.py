@@ -10,6 +10,7 @@ model's variables stay detached (set to None) and every later call fails with
 :func:`variables_kept_on_error`.
 """
 import contextlib
+import contextvars
 
 import numpy as np
 
@@ -56,10 +57,33 @@ def max_length(model):
     return limit
 
 
+# the model whose predict / fit / evaluate is running on inputs standardize_inputs already
+# checked whole (arrays): Keras' torch trainer calls the model once per batch, on slices of them
+_CHECKED = contextvars.ContextVar("kerasformer_checked_inputs", default=None)
+
+
+@contextlib.contextmanager
+def checked_whole(model, x):
+    """Run the block with ``x`` (the result of :func:`standardize_inputs`) known to be checked,
+    so ``model``'s own per-batch calls skip the check; generators and datasets are not
+    (their batches are checked as they come)."""
+    import keras
+
+    leaves = keras.tree.flatten(x)
+    whole = bool(leaves) and all(len(getattr(leaf, "shape", ())) > 0 for leaf in leaves)
+    token = _CHECKED.set(model if whole else None)
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
+
+
 def standardize_inputs(model, x):
     """``x`` with nested Python lists turned into arrays of the inputs' dtypes, after
     checking each sequence length against the model's position table and its fixed
     ``sequence_length``. Anything else (tensors, datasets, generators) passes through."""
+    if _CHECKED.get() is model:
+        return x
     specs = list(model.inputs or [])
     if not specs:
         return x
