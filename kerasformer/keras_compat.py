@@ -42,11 +42,11 @@ def original(name):
 def _with_inputs(method):
     @functools.wraps(method)
     def wrapped(self, x=None, *args, **kwargs):
-        from kerasformer.models.inputs import standardize_inputs, variables_kept_on_error
+        from kerasformer.models.inputs import checked_whole, standardize_inputs, variables_kept_on_error
 
         if x is not None:
             x = standardize_inputs(self, x)
-        with variables_kept_on_error(self):
+        with variables_kept_on_error(self), checked_whole(self, x):
             return method(self, x, *args, **kwargs)
 
     return wrapped

@@ -51,6 +51,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasformer.backend import private
 from kerasformer.errors import KerasformerError
 from kerasformer.snippets import string_matching
 
@@ -172,7 +173,7 @@ def exclude_from_weight_decay(optimizer, patterns=DEFAULT_WEIGHT_DECAY_EXCLUDE):
     if optimizer.built:
         raise KerasformerError("exclude_from_weight_decay must be called before the optimizer is built")
     pattern = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
-    keras_decision = optimizer._use_weight_decay
+    keras_decision = private.get(optimizer, "_use_weight_decay")
 
     def use_weight_decay(variable):
         if not keras_decision(variable):
@@ -191,6 +192,7 @@ def extend_with_weight_decay(BaseOptimizer, name=None):
     expressions searched in each variable's path (bert4keras' ``string_matching``), e.g.
     ``['Norm', 'bias']``.
     """
+    private.require(BaseOptimizer, "_use_weight_decay")
 
     class NewOptimizer(BaseOptimizer):
         def __init__(self, *args, weight_decay_rate=None, exclude_from_weight_decay=(), **kwargs):
@@ -256,6 +258,7 @@ def extend_with_piecewise_linear_lr(BaseOptimizer, name=None):
     as in bert4keras); with gradient accumulation it counts micro-batches, as Keras' own
     schedules do. The weight decay uses the scheduled rate too.
     """
+    private.require(BaseOptimizer, "_get_current_learning_rate")
 
     class NewOptimizer(BaseOptimizer):
         def __init__(self, *args, lr_schedule=None, **kwargs):
@@ -264,7 +267,7 @@ def extend_with_piecewise_linear_lr(BaseOptimizer, name=None):
             _set_untracked(self, "lr_schedule", {int(k): float(v) for k, v in dict(schedule).items()})
 
         def _get_current_learning_rate(self):
-            multiplier = piecewise_linear(self._iterations, self.lr_schedule)
+            multiplier = piecewise_linear(private.get(self, "_iterations"), self.lr_schedule)
             return ops.convert_to_tensor(super()._get_current_learning_rate()) * multiplier
 
         def get_config(self):
@@ -286,6 +289,7 @@ def extend_with_parameter_wise_lr(BaseOptimizer, name=None):
     variable -- the base optimizer's step and the weight decay -- is scaled, not the gradient.
     Scaling the gradient would be a no-op for Adam (it is invariant to gradient scale).
     """
+    private.require(BaseOptimizer, "_get_current_learning_rate", "_use_weight_decay", "_backend_update_step")
 
     class NewOptimizer(BaseOptimizer):
         def __init__(self, *args, paramwise_lr_schedule=None, **kwargs):
@@ -412,11 +416,11 @@ def apply_ema_weights(optimizer, model=None):
     if not getattr(optimizer, "use_ema", False):
         raise KerasformerError("the optimizer keeps no moving average: create it with use_ema=True "
                                "(or with extend_with_exponential_moving_average)")
-    if not optimizer.built or int(ops.convert_to_numpy(optimizer._iterations)) == 0:
+    if not optimizer.built or int(ops.convert_to_numpy(private.get(optimizer, "_iterations"))) == 0:
         # Keras' averages start at zero and take the weights' value at the first update
         raise KerasformerError("the optimizer has not made an update yet: there is no average to apply")
-    variables = list(optimizer._trainable_variables)
-    averages = list(optimizer._model_variables_moving_average)
+    variables = list(private.get(optimizer, "_trainable_variables"))
+    averages = list(private.get(optimizer, "_model_variables_moving_average"))
     _set_untracked(optimizer, "_ema_old_weights", [ops.convert_to_numpy(v.value) for v in variables])
     for variable, average in zip(variables, averages):
         if average is not None:
@@ -428,7 +432,7 @@ def reset_old_weights(optimizer):
     old = optimizer.__dict__.get("_ema_old_weights")
     if old is None:
         raise KerasformerError("reset_old_weights called before apply_ema_weights")
-    for variable, value in zip(optimizer._trainable_variables, old):
+    for variable, value in zip(private.get(optimizer, "_trainable_variables"), old):
         variable.assign(value)
 
 
@@ -478,6 +482,7 @@ def extend_with_lookahead(BaseOptimizer, name=None):
     (bert4keras started the slow weights at zero, which shrinks the model by alpha at the first
     synchronisation; we follow the paper.)
     """
+    private.require(BaseOptimizer, "_backend_apply_gradients", "_get_variable_index")
 
     class NewOptimizer(BaseOptimizer):
         def __init__(self, *args, steps_per_slow_update=5, slow_step_size=0.5, **kwargs):
@@ -503,7 +508,7 @@ def extend_with_lookahead(BaseOptimizer, name=None):
             # the counter is incremented after this method: the update just made is number
             # _iterations + 1 (in micro-batches when accumulating)
             period = self.steps_per_slow_update * (self.gradient_accumulation_steps or 1)
-            sync = ops.equal(ops.mod(self._iterations + 1, period), 0)
+            sync = ops.equal(ops.mod(private.get(self, "_iterations") + 1, period), 0)
             alpha = self.slow_step_size
             for variable in trainable_variables:
                 slow = self._slow_weights[self._get_variable_index(variable)]
@@ -547,6 +552,7 @@ def extend_with_gradient_transform(BaseOptimizer, name=None):
     v.path else g``. To save the optimizer in a ``.keras`` file, the function must be a
     registered Keras serializable.
     """
+    private.require(BaseOptimizer, "_backend_apply_gradients", "_clip_gradients")
 
     class NewOptimizer(BaseOptimizer):
         def __init__(self, *args, gradient_transform=None, **kwargs):
@@ -582,7 +588,7 @@ def extend_with_gradient_transform(BaseOptimizer, name=None):
 # ------------------------------------------------------------------- bert4keras' optimizers
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class Adam(keras.optimizers.Optimizer):
+class Adam(private.require(keras.optimizers.Optimizer, "_get_variable_index")):
     """bert4keras' ``Adam`` (its tf.keras optimizer): ``m = b1*m + (1-b1)*g``,
     ``v = b2*v + (1-b2)*g^2``, then with ``bias_correction=True`` ``m /= 1 - b1^t``,
     ``v /= 1 - b2^t``, and ``w -= lr * m / (sqrt(v) + epsilon)``.
@@ -634,7 +640,7 @@ def _root_mean_square(x):
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class AdaFactor(keras.optimizers.Optimizer):
+class AdaFactor(private.require(keras.optimizers.Optimizer, "_get_variable_index", "_get_current_learning_rate")):
     """bert4keras' ``AdaFactor`` (Shazeer & Stern 2018, as mesh-tensorflow; ``AdaFactorV1`` and
     ``AdaFactorV2`` compute the same update). Per variable ``p`` with gradient ``g``, at step
     ``t`` (from 1):
@@ -669,7 +675,7 @@ class AdaFactor(keras.optimizers.Optimizer):
         self.exclude_from_parameter_scale = list(exclude_from_parameter_scale or [])
 
     def _step(self):
-        return ops.cast(self._iterations + 1, "float32")
+        return ops.cast(private.get(self, "_iterations") + 1, "float32")
 
     def _get_current_learning_rate(self):
         if self._adafactor_lr is not None:
@@ -767,6 +773,7 @@ def _extend_with_update_transform(BaseOptimizer, name, argument, default, select
     as bert4keras' ``K.update`` hooks did: ``transform(self, old, new, grad) -> value`` sees the
     value before the update (before weight decay too) and the one the base optimizer (and the
     extensions below this one) produced. ``selects(self, variable)`` picks the variables."""
+    private.require(BaseOptimizer, "_backend_apply_gradients", "_backend_update_step", "_get_current_learning_rate")
 
     class NewOptimizer(BaseOptimizer):
         def __init__(self, *args, **kwargs):

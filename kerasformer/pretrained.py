@@ -176,7 +176,7 @@ def _write_vocabulary(transformer, tokenizer, directory):
     if hasattr(tokenizer, "sp_model_path"):  # SpTokenizer
         shutil.copyfile(tokenizer.sp_model_path, os.path.join(directory, "spiece.model"))
         return ["spiece.model"]
-    token_dict = getattr(tokenizer, "_token_dict", None)
+    token_dict = getattr(tokenizer, "token_dict", None)
     if token_dict is None:
         raise KerasformerError(f"cannot save the vocabulary of a {type(tokenizer).__name__}: pass a "
                                "kerasformer Tokenizer or SpTokenizer")
@@ -184,7 +184,7 @@ def _write_vocabulary(transformer, tokenizer, directory):
 
     save_vocab(os.path.join(directory, "vocab.txt"), token_dict)
     _write_json(os.path.join(directory, "tokenizer_config.json"),
-                {"do_lower_case": bool(tokenizer._do_lower_case), "tokenizer_class": "BertTokenizer"})
+                {"do_lower_case": bool(tokenizer.do_lower_case), "tokenizer_class": "BertTokenizer"})
     return ["vocab.txt", "tokenizer_config.json"]
 
 

@@ -47,6 +47,7 @@ import keras
 from keras import ops
 
 from kerasformer import backend
+from kerasformer.backend import private
 from kerasformer.errors import KerasformerError
 
 
@@ -61,20 +62,20 @@ def stateless_loss(model, trainable, non_trainable, metrics, x, y=None, sample_w
     ``model.compute_loss``: the compiled loss plus ``add_loss`` losses (:class:`Loss` layers)
     and regularisers -- exactly what Keras' own train step minimises.
     """
-    kwargs = {"training": training} if model._call_has_training_arg else {}
+    kwargs = {"training": training} if private.get(model, "_call_has_training_arg") else {}
     y_pred, non_trainable, losses = model.stateless_call(
         trainable, non_trainable, x, return_losses=True, **kwargs)
     # Keras' JAX trainer hands the losses collected during the stateless forward pass to
     # compute_loss the same way (model.losses reads this override)
     if losses:
-        model._losses_override = losses
+        private.assign(model, "_losses_override", losses)
     try:
         loss, (_, non_trainable, metrics) = model.stateless_compute_loss(
             trainable, non_trainable, metrics, x=x, y=y, y_pred=y_pred,
             sample_weight=sample_weight, training=training)
     finally:
         if losses:
-            model._losses_override = []
+            private.assign(model, "_losses_override", [])
     return loss, {"y_pred": y_pred, "non_trainable": non_trainable, "metrics": metrics}
 
 
@@ -252,7 +253,7 @@ class _EmbeddingProbe:
 
 def _embedding_input(model, layer):
     """Index of the model input (in ``keras.tree.flatten`` order) that ``layer`` looks up."""
-    nodes = getattr(layer, "_inbound_nodes", [])
+    nodes = private.get(layer, "_inbound_nodes")
     inputs = keras.tree.flatten(model.inputs)
     if len(nodes) == 1 and nodes[0].input_tensors:
         source = nodes[0].input_tensors[0]
@@ -493,7 +494,7 @@ def enable_layer_metrics(model):
     for layer in layers:
         layer._report_metrics = True
     original = model.compute_loss
-    has_training = model._compute_loss_has_training_arg
+    has_training = private.get(model, "_compute_loss_has_training_arg")
 
     def compute_loss(x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if has_training:

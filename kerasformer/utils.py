@@ -12,6 +12,8 @@ import numpy as np
 from keras import ops
 
 from kerasformer import backend
+from kerasformer.backend import private
+from kerasformer.backend.private import sublayers  # noqa: F401 - public here
 from kerasformer.errors import KerasformerError
 from kerasformer.layers import MultiHeadAttention
 
@@ -29,7 +31,7 @@ def _keras_model(model_or_transformer):
 
 def _nodes_in_order(model):
     """The nodes of ``model``'s graph in the order they run (deepest first)."""
-    by_depth = model._nodes_by_depth
+    by_depth = private.get(model, "_nodes_by_depth")
     return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
 
 
@@ -88,12 +90,12 @@ def _run_recording(model, inputs, records):
                 return results[0] if len(results) == 2 else results[:-1]
 
             return call
-        if isinstance(op, keras.Model) and hasattr(op, "_run_through_graph"):
+        if isinstance(op, keras.Model) and private.optional(op, "_run_through_graph"):
             # a nested functional model: look inside it too
             return lambda inputs, **kwargs: _unpack(_run_recording(op, inputs, records))
         return op
 
-    return model._run_through_graph(inputs, operation_fn=operation_fn)
+    return private.get(model, "_run_through_graph")(inputs, operation_fn=operation_fn)
 
 
 def _unpack(outputs):
@@ -212,4 +214,5 @@ def cjk_font_family():
     return next((family for family in _SYSTEM_CJK_FAMILIES if family in names), None)
 
 
-__all__ = ["attention_probabilities", "cjk_font_family", "intermediate_outputs", "layer_outputs", "plot_attention"]
+__all__ = ["attention_probabilities", "cjk_font_family", "intermediate_outputs", "layer_outputs", "plot_attention",
+           "sublayers"]

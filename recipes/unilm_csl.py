@@ -334,7 +334,7 @@ def main(argv=None):
 
     max_prompt = args.maxlen - args.title_maxlen
     prompts = [tokenizer.encode(abstract, maxlen=max_prompt)[0] for abstract, _ in test_pairs]
-    end_id = tokenizer._token_end_id
+    end_id = tokenizer.end_id
     decoder, note = args.decoder, None
     t0 = time.time()
     outputs = None

@@ -101,3 +101,54 @@ def test_models_are_freed_after_predict_and_generate():
     del model
     gc.collect()
     assert alive() is None
+
+
+# ---------------------------------------------------------------- private attributes (backend.private)
+
+def test_every_private_attribute_exists_in_the_installed_versions():
+    backend.private.check()
+
+
+def test_a_private_attribute_gone_in_a_new_keras_is_a_clear_error(monkeypatch):
+    """The user's path: a training trick's loss asks Keras whether the model's call takes
+    ``training``; if a Keras release drops that attribute, the error names it and both versions."""
+    from kerasformer import training
+    from kerasformer.errors import KerasformerError
+
+    model = dense_model()
+    model.compile(loss="mse", optimizer="sgd")
+    monkeypatch.delitem(vars(model), "_call_has_training_arg")  # as if Keras had renamed it
+    x = np.zeros((2, 3, 16), "float32")
+    with pytest.raises(KerasformerError) as error:
+        training.stateless_loss(model, *training.Trick("t", model, None).state(), x, np.zeros((2, 3, 8), "float32"))
+    message = str(error.value)
+    assert "_call_has_training_arg" in message and keras.__version__ in message
+    assert backend.private.WRITTEN_FOR["keras"] in message
+
+
+def test_an_override_of_a_renamed_optimizer_method_is_refused(monkeypatch):
+    """An extension overriding a method Keras renamed would silently never run."""
+    from kerasformer import optimizers
+    from kerasformer.errors import KerasformerError
+
+    owner = next(c for c in keras.optimizers.SGD.__mro__ if "_clip_gradients" in vars(c))
+    monkeypatch.delattr(owner, "_clip_gradients")  # as if Keras had renamed it
+    with pytest.raises(KerasformerError, match="_clip_gradients.*keras"):
+        optimizers.extend_with_gradient_transform(keras.optimizers.SGD)
+
+
+@torch_only
+def test_a_private_torch_attribute_gone_is_a_clear_error(monkeypatch):
+    import torch
+
+    from kerasformer.errors import KerasformerError
+
+    monkeypatch.setattr(backend.private, "ATTRIBUTES", {**backend.private.ATTRIBUTES})
+    with pytest.raises(KerasformerError, match=r"_no_such_op of torch's torch.ops.mkldnn.*torch 2"):
+        backend.private.ATTRIBUTES["_no_such_op"] = ("torch", "torch.ops.mkldnn")
+        backend.private.get(torch.ops.mkldnn, "_no_such_op")
+
+
+def test_an_unlisted_private_attribute_is_refused():
+    with pytest.raises(KeyError, match="not listed"):
+        backend.private.get(keras.layers.Dense(2), "_trainable")

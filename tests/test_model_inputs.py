@@ -75,3 +75,18 @@ def test_fit_takes_lists_and_survives_an_error_inside_fit(monkeypatch):
     with pytest.raises(Exception, match="position table"):
         model.fit([np.ones((1, 66), "int32"), np.zeros((1, 66), "int32")], np.ones((1, 66)), verbose=0)
     np.testing.assert_allclose(model.predict(ARRAYS, verbose=0), expected, atol=1e-6)
+
+
+def test_predict_checks_its_inputs_once(model, monkeypatch):
+    """predict standardizes the whole input once; Keras' torch trainer then calls the model per
+    batch, which must not check every batch again. A generator's batches are still checked."""
+    from kerasformer.models import inputs
+
+    checks = []
+    original = inputs._check_lengths
+    monkeypatch.setattr(inputs, "_check_lengths", lambda m, pairs: checks.append(1) or original(m, pairs))
+    model.predict([np.repeat(a, 4, axis=0) for a in ARRAYS], batch_size=1, verbose=0)
+    assert len(checks) == 1
+    long = np.zeros((1, 1000), "int32")
+    with pytest.raises(KerasformerError, match="position table"):
+        model.predict((batch for batch in [((long, long),)]), verbose=0)

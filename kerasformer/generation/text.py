@@ -36,7 +36,7 @@ def encode_prompt(tokenizer, prompt, kind):
     if not prompt:
         raise KerasformerError("a text prompt is empty")
     ids = list(tokenizer.encode(prompt)[0])
-    end = getattr(tokenizer, "_token_end_id", None)
+    end = getattr(tokenizer, "end_id", None)
     if kind == "lm" and len(ids) > 1 and end is not None and ids[-1] == end:
         ids = ids[:-1]
     return ids
@@ -61,7 +61,7 @@ def generate_text(generate, kind, model, prompts, max_new_tokens, tokenizer, end
     single = isinstance(prompts, str)
     rows = [encode_prompt(tokenizer, p, kind) for p in ([prompts] if single else prompts)]
     if end_id is None:
-        end_id = getattr(tokenizer, "_token_end_id", None)
+        end_id = getattr(tokenizer, "end_id", None)
     out = generate(model, rows, max_new_tokens, end_id=end_id, stream=stream,
                    return_all_beams=return_all_beams, **options)
     if stream:

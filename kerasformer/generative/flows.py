@@ -14,6 +14,7 @@ import numpy as np
 import keras
 from keras import ops
 
+from kerasformer.backend import private
 from kerasformer.errors import KerasformerError
 
 
@@ -87,7 +88,7 @@ class FlowSequence(Flow):
 def data_init(flow, x):
     """Run ``flow`` once on ``x`` (eagerly) with every :class:`ActNorm` inside initialising
     itself from its input: zero mean, unit variance per channel (Glow's data-dependent init)."""
-    norms = [l for l in flow._flatten_layers(include_self=True, recursive=True) if isinstance(l, ActNorm)]
+    norms = [l for l in private.sublayers(flow) if isinstance(l, ActNorm)]
     for norm in norms:
         norm.pending_init = True
     try:

@@ -10,6 +10,7 @@ the kernel as it changes; at inference ``u`` is left as is and the call is deter
 import keras
 from keras import ops
 
+from kerasformer.backend import private
 from kerasformer.errors import KerasformerError
 
 
@@ -62,6 +63,6 @@ def update_spectral_norms(layer, iterations=1):
     """One (or more) power iterations for every :class:`SpectralDense` inside ``layer``,
     written back: run it after each optimizer step when the forward pass is not called with
     ``training=True`` (flows), so the estimates track the kernels as they change."""
-    for sub in layer._flatten_layers(include_self=True, recursive=True):
+    for sub in private.sublayers(layer):
         if isinstance(sub, SpectralDense):
             sub.sigma(iterations=iterations, update=True)

@@ -7,10 +7,11 @@ import keras
 import numpy as np
 from keras import ops
 
-# a module reference, not names: kerasformer.backend imports backend_compat, which imports these
-# layers, so the names exist only once backend_compat has finished loading
-from kerasformer import backend_compat as _compat
+# a module reference, not names: kerasformer.backend imports backend.bert4keras, which imports these
+# layers, so the names exist only once backend.bert4keras has finished loading
+from kerasformer.backend import bert4keras as _compat
 from kerasformer.errors import KerasformerError
+from kerasformer.layers.normalization import ConditionalShift
 
 
 def integerize_shape(func):
@@ -31,7 +32,7 @@ def _is_set(value):
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class ScaleOffset(keras.layers.Layer):
+class ScaleOffset(ConditionalShift, keras.layers.Layer):
     """``x * gamma + beta`` over the last axis. ``scale`` / ``offset``: True for a trained
     ``gamma`` (ones) / ``beta`` (zeros), a number for a constant, False or None for none.
     ``conditional=True``: called on ``[x, cond]`` (``cond`` ``[batch, dim]``), and gamma / beta
@@ -56,22 +57,9 @@ class ScaleOffset(keras.layers.Layer):
             self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros")
         if self.scale is True:
             self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones")
-        if self.conditional:
-            cond_dim = input_shape[1][-1]
-            if self.hidden_units is not None:
-                self.hidden_dense = keras.layers.Dense(
-                    self.hidden_units, activation=self.hidden_activation, use_bias=False,
-                    kernel_initializer=self.hidden_initializer, name="hidden_dense")
-                self.hidden_dense.build((None, cond_dim))
-                cond_dim = self.hidden_units
-            if _is_set(self.offset):
-                self.beta_dense = keras.layers.Dense(dim, use_bias=False, kernel_initializer="zeros",
-                                                     name="beta_dense")
-                self.beta_dense.build((None, cond_dim))
-            if _is_set(self.scale):
-                self.gamma_dense = keras.layers.Dense(dim, use_bias=False, kernel_initializer="zeros",
-                                                      name="gamma_dense")
-                self.gamma_dense.build((None, cond_dim))
+        if self.conditional:  # bert4keras' weight order: beta before gamma
+            self.build_projections(dim, input_shape[1][-1],
+                                   ["beta"] * _is_set(self.offset) + ["gamma"] * _is_set(self.scale))
 
     def compute_mask(self, inputs, mask=None):
         if self.conditional:
@@ -95,11 +83,7 @@ class ScaleOffset(keras.layers.Layer):
         if not self.conditional:
             return inputs, None
         inputs, conds = inputs
-        if self.hidden_units is not None:
-            conds = self.hidden_dense(conds)
-        if len(conds.shape) == 2:
-            conds = _compat.align(conds, [0, -1], len(inputs.shape))
-        return inputs, conds
+        return inputs, self.condition(inputs, conds)
 
     def call(self, inputs):
         return self._scale_offset(*self._split(inputs))

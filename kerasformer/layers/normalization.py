@@ -3,8 +3,39 @@ import keras
 from keras import ops
 
 
+class ConditionalShift:
+    """The conditional part of a (conditional) norm, shared by :class:`LayerNorm` and
+    bert4keras' ``ScaleOffset`` / ``LayerNormalization``: gamma and beta shifted by
+    zero-initialised dense projections of a condition ``cond``, through ``hidden_units`` units
+    with ``hidden_activation`` first when given. The layer sets ``hidden_units``,
+    ``hidden_activation`` and ``hidden_initializer``."""
+
+    def build_projections(self, dim, cond_dim, names):
+        """The projections for ``names`` ('gamma' / 'beta'), created in that order (the
+        checkpoint's weight order) after the hidden layer."""
+        if self.hidden_units:
+            self.hidden_dense = keras.layers.Dense(
+                self.hidden_units, activation=self.hidden_activation, use_bias=False,
+                kernel_initializer=self.hidden_initializer, name="hidden_dense")
+            self.hidden_dense.build((None, cond_dim))
+            cond_dim = self.hidden_units
+        for name in names:
+            dense = keras.layers.Dense(dim, use_bias=False, kernel_initializer="zeros", name=f"{name}_dense")
+            dense.build((None, cond_dim))
+            setattr(self, f"{name}_dense", dense)
+
+    def condition(self, x, cond):
+        """``cond`` through the hidden layer, broadcast over ``x``'s middle axes (``cond`` is
+        ``[batch, dim]``, one vector per example, or already ``x``'s rank)."""
+        if self.hidden_units:
+            cond = self.hidden_dense(cond)
+        while len(cond.shape) < len(x.shape):
+            cond = ops.expand_dims(cond, 1)
+        return cond
+
+
 @keras.saving.register_keras_serializable(package="kerasformer")
-class LayerNorm(keras.layers.Layer):
+class LayerNorm(ConditionalShift, keras.layers.Layer):
     """LayerNorm over the last axis, optionally conditioned on a second input.
 
     With ``conditional=True`` the layer is called on ``[x, cond]`` and gamma/beta are
@@ -39,30 +70,12 @@ class LayerNorm(keras.layers.Layer):
         if self.center:
             self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros")
         if self.conditional:
-            cond_dim = input_shape[1][-1]
-            if self.hidden_units:
-                self.hidden_dense = keras.layers.Dense(
-                    self.hidden_units, activation=self.hidden_activation, use_bias=False,
-                    kernel_initializer=self.hidden_initializer, name="hidden_dense")
-                self.hidden_dense.build((None, cond_dim))
-                cond_dim = self.hidden_units
-            if self.scale:
-                self.gamma_dense = keras.layers.Dense(dim, use_bias=False, kernel_initializer="zeros",
-                                                      name="gamma_dense")
-                self.gamma_dense.build((None, cond_dim))
-            if self.center:
-                self.beta_dense = keras.layers.Dense(dim, use_bias=False, kernel_initializer="zeros",
-                                                     name="beta_dense")
-                self.beta_dense.build((None, cond_dim))
+            self.build_projections(dim, input_shape[1][-1], ["gamma"] * self.scale + ["beta"] * self.center)
 
     def call(self, inputs):
         if self.conditional:
             x, cond = inputs
-            if self.hidden_units:
-                cond = self.hidden_dense(cond)
-            # cond is [B, D] (one vector per example) or [B, L, D]; broadcast over time
-            while len(cond.shape) < len(x.shape):
-                cond = ops.expand_dims(cond, 1)
+            cond = self.condition(x, cond)
         else:
             x = inputs
             if self.scale and self.center and not self.rms:

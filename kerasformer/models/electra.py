@@ -26,9 +26,9 @@ from kerasformer.models.bert import BERT
 
 
 class ELECTRA(BERT):
-    info_heads = ("with_discriminator", "with_mlm")  # what `kerasformer info` looks for
-
     """ELECTRA discriminator (default) or generator (``with_mlm``); see the module doc."""
+
+    info_heads = ("with_discriminator", "with_mlm")  # what `kerasformer info` looks for
 
     model_key = "electra"
     hf_prefix = "electra"

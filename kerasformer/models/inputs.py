@@ -10,9 +10,11 @@ model's variables stay detached (set to None) and every later call fails with
 :func:`variables_kept_on_error`.
 """
 import contextlib
+import contextvars
 
 import numpy as np
 
+from kerasformer.backend import private
 from kerasformer.errors import KerasformerError
 
 
@@ -48,17 +50,40 @@ def max_length(model):
     if limit is False:
         from kerasformer.layers.embeddings import PositionEmbedding
 
-        limits = [layer.input_dim - layer.offset for layer in model._flatten_layers()
+        limits = [layer.input_dim - layer.offset for layer in private.sublayers(model)
                   if isinstance(layer, PositionEmbedding)]
         limit = min(limits) if limits else None
         model._kerasformer_max_length = limit
     return limit
 
 
+# the model whose predict / fit / evaluate is running on inputs standardize_inputs already
+# checked whole (arrays): Keras' torch trainer calls the model once per batch, on slices of them
+_CHECKED = contextvars.ContextVar("kerasformer_checked_inputs", default=None)
+
+
+@contextlib.contextmanager
+def checked_whole(model, x):
+    """Run the block with ``x`` (the result of :func:`standardize_inputs`) known to be checked,
+    so ``model``'s own per-batch calls skip the check; generators and datasets are not
+    (their batches are checked as they come)."""
+    import keras
+
+    leaves = keras.tree.flatten(x)
+    whole = bool(leaves) and all(len(getattr(leaf, "shape", ())) > 0 for leaf in leaves)
+    token = _CHECKED.set(model if whole else None)
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
+
+
 def standardize_inputs(model, x):
     """``x`` with nested Python lists turned into arrays of the inputs' dtypes, after
     checking each sequence length against the model's position table and its fixed
     ``sequence_length``. Anything else (tensors, datasets, generators) passes through."""
+    if _CHECKED.get() is model:
+        return x
     specs = list(model.inputs or [])
     if not specs:
         return x
@@ -113,16 +138,16 @@ def variables_kept_on_error(model):
     input, an interrupt) leaves them None. The state of the last completed step is
     reattached first (what ``fit`` trained so far); anything still detached gets its old
     value back. Holding references to the old values costs nothing."""
-    held = [(v, getattr(v, "_value", None)) for v in model.variables]
+    held = [(v, private.get(v, "_value")) for v in model.variables]
     try:
         yield
     except BaseException:
-        if getattr(model, "_jax_state", None) and hasattr(model, "jax_state_sync"):
+        if private.optional(model, "_jax_state") and hasattr(model, "jax_state_sync"):
             try:
                 model.jax_state_sync()
             except Exception:  # noqa: BLE001 - the original error is the one to report
                 pass
         for variable, value in held:
-            if value is not None and getattr(variable, "_value", None) is None:
-                variable._value = value
+            if value is not None and private.get(variable, "_value") is None:
+                private.assign(variable, "_value", value)
         raise

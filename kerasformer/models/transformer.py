@@ -106,7 +106,9 @@ class Transformer:
 
     # ------------------------------------------------------------------ building
     def build(self, **kwargs):
-        """Create the Keras model once; ``kwargs`` go to ``set_options`` hooks."""
+        """Create the Keras model: ``get_inputs`` -> ``call`` -> ``keras_model`` (once: a
+        second call returns the same model). ``kwargs`` are set as attributes of this object
+        first, overriding what the constructor set (e.g. ``build(layer_norm_cond=...)``)."""
         if self.built:
             return self.model
         for key, value in kwargs.items():

@@ -131,7 +131,7 @@ def _init_worker(vocab, do_lower_case, segmenter, seq_len):
 
     tokenizer = Tokenizer(vocab, do_lower_case=do_lower_case)
     _WORKER.update(encode=SentenceEncoder(tokenizer, segmenter), seq_len=seq_len,
-                   cls=tokenizer._token_start_id, sep=tokenizer._token_end_id, pad=tokenizer._token_pad_id or 0)
+                   cls=tokenizer.start_id, sep=tokenizer.end_id, pad=tokenizer.pad_id or 0)
 
 
 def _process_chunk(docs):
@@ -272,12 +272,12 @@ def build_vocab(corpus, out, min_count=1, max_size=None, documents="line", progr
     for doc in tqdm(read_documents(corpus, documents), desc="vocab", unit=" docs", disable=not progress):
         counts.update(ch for ch in doc.lower() if not ch.isspace())
     chars = [c for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-             if n >= min_count and not Tokenizer._is_control(c)]
+             if n >= min_count and not Tokenizer.is_control(c)]
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tokens = list(special)
     for c in chars:
         tokens.append(c)
-        if not Tokenizer._is_cjk_character(c) and not Tokenizer._is_punctuation(c):
+        if not Tokenizer.is_cjk_character(c) and not Tokenizer.is_punctuation(c):
             tokens.append("##" + c)  # letters and digits continue words; CJK never does
         if max_size and len(tokens) >= max_size:
             break

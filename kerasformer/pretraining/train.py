@@ -219,9 +219,8 @@ def _vocab_ids(vocab, do_lower_case=True):
     from kerasformer.tokenizers.wordpiece import Tokenizer
 
     t = Tokenizer(vocab, do_lower_case=do_lower_case)
-    return dict(vocab_size=t._vocab_size, mask_id=t._token_mask_id, pad_id=t._token_pad_id or 0,
-                sep_id=t._token_end_id,
-                special_ids=[t._token_pad_id, t._token_unk_id, t._token_mask_id, t._token_start_id, t._token_end_id])
+    return dict(vocab_size=t.vocab_size, mask_id=t.mask_id, pad_id=t.pad_id or 0, sep_id=t.end_id,
+                special_ids=[t.pad_id, t.unk_id, t.mask_id, t.start_id, t.end_id])
 
 
 def pretrain(objective, data, vocab, out, config="small", model="bert", init=None, seq_len=128, batch_size=32,

@@ -16,7 +16,7 @@ import json
 import os
 
 from kerasformer.errors import KerasformerError
-from kerasformer.tokenizers.wordpiece import Tokenizer
+from kerasformer.tokenizers.wordpiece import SpecialIds, Tokenizer
 
 
 def _read_json(path):
@@ -62,7 +62,7 @@ def _is_hf_json(path):
     return isinstance(data, dict) and "model" in data
 
 
-class HFTokenizer:
+class HFTokenizer(SpecialIds):
     """A Hugging Face ``tokenizer.json`` with the tokenizer API kerasformer uses.
 
     ``encode(text, second_text=None, maxlen=None)`` returns ``(token_ids, segment_ids)``
@@ -70,7 +70,7 @@ class HFTokenizer:
     none for GPT-2), exactly as ``AutoTokenizer(...)(text)`` does; ``tokenize`` the
     matching token strings, ``decode`` text (special tokens dropped), ``offsets`` the
     ``(start, end)`` character span of each token and ``rematch`` bert4keras' per-token
-    character indices. ``_token_start_id`` / ``_token_end_id`` are the beginning- and
+    character indices. ``start_id`` / ``end_id`` are the beginning- and
     end-of-text ids (``tokenizer_config.json``'s ``bos_token`` / ``eos_token``, else the
     post-processor's), used by ``generate`` to stop.
     """

@@ -178,7 +178,21 @@ def save_vocab(dict_path, token_dict, encoding="utf-8"):
             writer.write(k + "\n")
 
 
-class TokenizerBase:
+class SpecialIds:
+    """Public names for the special token ids every kerasformer tokenizer holds under
+    bert4keras' names (``_token_start_id``, ``_token_end_id``, ...: kept, ported scripts read
+    them); None where the vocabulary has no such token."""
+
+    start_id = property(lambda self: getattr(self, "_token_start_id", None),
+                        doc="The id put before every text (BERT's [CLS]), or None.")
+    end_id = property(lambda self: getattr(self, "_token_end_id", None),
+                      doc="The id put after every text (BERT's [SEP]; generation stops at it), or None.")
+    pad_id = property(lambda self: getattr(self, "_token_pad_id", None), doc="The padding id, or None.")
+    unk_id = property(lambda self: getattr(self, "_token_unk_id", None), doc="The unknown-token id, or None.")
+    mask_id = property(lambda self: getattr(self, "_token_mask_id", None), doc="The [MASK] id, or None.")
+
+
+class TokenizerBase(SpecialIds):
     """Shared logic of the tokenizers (bert4keras' `TokenizerBase`).
 
     Subclasses implement `_tokenize(text)`, `token_to_id`, `id_to_token` and
@@ -495,6 +509,16 @@ class Tokenizer(TokenizerBase):
     def vocab_size(self):
         """Number of ids (largest id + 1)."""
         return self._vocab_size
+
+    @property
+    def do_lower_case(self):
+        """Whether text is lower-cased (and accents stripped) before tokenizing."""
+        return self._do_lower_case
+
+    @property
+    def token_dict(self):
+        """The vocabulary: token -> id."""
+        return self._token_dict
 
     # -- per-character rules (each computed once per distinct character) -------
 
@@ -813,3 +837,6 @@ class Tokenizer(TokenizerBase):
     def _is_special(ch):
         """A special token such as '[CLS]' or '[unused1]' (bracketed)."""
         return bool(ch) and (ch[0] == "[") and (ch[-1] == "]")
+
+    # public names for the character classes (the underscored ones are bert4keras')
+    is_punctuation, is_cjk_character, is_control = _is_punctuation, _is_cjk_character, _is_control

@@ -53,6 +53,7 @@ def run_model(name, args, train, test):
 
     from kerasformer import generative as gen
     from kerasformer.backend import to_numpy
+    from kerasformer.utils import sublayers
 
     rng = np.random.default_rng(args.seed)
     flow, image = build(name, args.hidden, args.smoke, args.iresnet_terms)
@@ -78,7 +79,7 @@ def run_model(name, args, train, test):
             losses.append(float(to_numpy(loss)))
         curve.append(float(np.mean(losses)))
 
-    for layer in flow._flatten_layers(include_self=True, recursive=True):
+    for layer in sublayers(flow):
         if isinstance(layer, gen.InvertibleResidual):
             layer.terms = 20  # evaluate with a tighter series
     x = ops.convert_to_tensor(dequantise(test))

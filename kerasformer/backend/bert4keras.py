@@ -17,6 +17,7 @@ import numpy as np
 from keras import ops
 
 from kerasformer import keras2 as K
+from kerasformer.backend import BERT4KERAS, private
 from kerasformer.errors import KerasformerError
 from kerasformer.keras2 import flatten, reshape, where  # noqa: F401 - bert4keras exports them
 from kerasformer.layers import activations as _activations
@@ -61,7 +62,7 @@ def graph_mode_decorator(f, *args, **kwargs):
 def _history_layer(x):
     if isinstance(x, keras.layers.Layer):
         return x
-    history = getattr(x, "_keras_history", None)
+    history = private.keras_history(x)
     if history is None:
         raise KerasformerError(
             "search_layer needs a layer, a model or a symbolic Keras tensor (a model's input or "
@@ -85,9 +86,9 @@ def search_layer(inputs, name, exclude_from=None):
         seen.add(id(layer))
         if isinstance(layer, keras.Model):
             queue.extend(layer.layers)
-        for node in getattr(layer, "_inbound_nodes", []):
+        for node in private.get(layer, "_inbound_nodes"):
             for tensor in node.input_tensors:
-                history = getattr(tensor, "_keras_history", None)
+                history = private.keras_history(tensor)
                 if history is not None:
                     queue.append(history[0])
     return None
@@ -260,11 +261,4 @@ def recompute_grad(call):
     return inner
 
 
-__all__ = [
-    "K", "Sinusoidal", "align", "apply_rotary_position_embeddings", "attention_normalize",
-    "batch_gather", "divisible_temporal_padding", "do_recompute", "dtype", "flatten", "gelu_erf",
-    "gelu_tanh", "get_available_gpus", "graph_mode_decorator", "is_tf_keras", "leaky_relu",
-    "multilabel_categorical_crossentropy", "piecewise_linear", "pool1d", "recompute_grad", "reshape",
-    "root_mean_square", "search_layer", "sequence_masking", "set_gelu", "sinusoidal_embeddings",
-    "sparse_multilabel_categorical_crossentropy", "swish", "symbolic", "where",
-]
+__all__ = list(BERT4KERAS)
