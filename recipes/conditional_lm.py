@@ -27,7 +27,6 @@ Texts are cut into pieces of at most ``--maxlen - 2`` characters at punctuation 
 the article does. The results JSON (metrics of both models, the judge's own accuracy,
 samples, arguments, timings) is written atomically to ``--out`` after every stage.
 """
-import copy
 import os
 import sys
 import tempfile
@@ -121,7 +120,8 @@ class Encoded:
 
 
 def make_batch(data, index, args, variant, prefix_ids):
-    """``(inputs, targets)``: targets are the next token ids, -1 at padding. The CLN model
+    """``(inputs, targets)``: targets are the next token ids, -1 at padding
+    (common.masked_token_loss: the article's CrossEntropy layer, masked by padding). The CLN model
     reads ``[token_ids, segment_ids, label]``; the prefix model ``[token_ids, segment_ids]``
     with the label's token in place of [CLS]. Both predict the same tokens (the text and
     [SEP], never the first token)."""
@@ -138,17 +138,6 @@ def make_batch(data, index, args, variant, prefix_ids):
     if variant == "cln":
         inputs.append(labels.reshape(-1, 1))
     return tuple(inputs), targets
-
-
-def next_token_loss(y_true, y_pred):
-    """Mean cross-entropy over the positions whose target is a token (``y_true >= 0``): the
-    article's CrossEntropy layer, masked by padding."""
-    import keras
-    from keras import ops
-
-    mask = ops.cast(y_true >= 0, "float32")
-    ce = keras.losses.sparse_categorical_crossentropy(ops.maximum(y_true, 0), y_pred)
-    return ops.sum(ce * mask) / ops.maximum(ops.sum(mask), 1.0)
 
 
 # ---------------------------------------------------------------------------- models
@@ -262,8 +251,6 @@ def train_judge(args, tokenizer, token_dict, work_dir):
 
 
 def train_lm(args, variant, train_data, token_dict, keep_tokens, compound_tokens, prefix_ids):
-    import keras
-
     common.set_seed(args.seed)  # both variants start from the same draws
     timer = common.Timer()
     rng = np.random.default_rng(args.seed)
@@ -273,7 +260,7 @@ def train_lm(args, variant, train_data, token_dict, keep_tokens, compound_tokens
     with timer("build"):
         transformer = build_lm(args, variant, len(token_dict), keep_tokens, compound_tokens)
         model = transformer.model
-        model.compile(optimizer=optimizer, loss=next_token_loss)
+        model.compile(optimizer=optimizer, loss=common.masked_token_loss)
 
     def batches():
         while True:
