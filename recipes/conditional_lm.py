@@ -42,9 +42,9 @@ LABELS = ("negative", "positive")  # ids 0 / 1, as the article (0: negative, 1: 
 PREFIX_TOKENS = ("[NEG]", "[POS]")  # the prefix model's first token, one per label
 VARIANTS = ("cln", "prefix")
 SEPS, STRIPS = "\n。！？!?；;，, ", "；;，, "  # the article's text_segmentate arguments
-SMOKE = dict(max_train=32, max_dev=32, maxlen=16, layers=1, hidden_size=32, epochs=1, batch_size=32,
-             cond_size=8, samples=4, gen_maxlen=8, judge_epochs=1, judge_maxlen=32, judge_hidden_size=32,
-             judge_layers=1, warmup=0)
+SMOKE = dict(max_train=32, judge_max_train=32, max_dev=32, maxlen=16, layers=1, hidden_size=32, epochs=1,
+             batch_size=32, cond_size=8, samples=4, gen_maxlen=8, judge_epochs=1, judge_maxlen=32,
+             judge_hidden_size=32, judge_layers=1, warmup=0)
 
 
 def parse_args(argv=None):
@@ -67,6 +67,9 @@ def parse_args(argv=None):
     g.add_argument("--gen-maxlen", type=int, default=None, help="most new tokens (default --maxlen - 2)")
     g.add_argument("--examples", type=int, default=5, help="samples per label kept in the JSON")
     g = p.add_argument_group("the judge (recipes/classify.py, trained on the same train split)")
+    g.add_argument("--judge-max-train", type=int, default=0,
+                   help="the judge's training reviews: the first N of train.tsv (0: all; independent of "
+                        "--max-train, a better judge is cheap)")
     g.add_argument("--judge-epochs", type=int, default=3)
     g.add_argument("--judge-maxlen", type=int, default=128)
     g.add_argument("--judge-layers", type=int, default=2)
@@ -230,11 +233,11 @@ def train_judge(args, tokenizer, token_dict, work_dir):
         "--task", "chnsenticorp", "--data-dir", args.data_dir, "--epochs", str(args.judge_epochs),
         "--maxlen", str(args.judge_maxlen), "--layers", str(args.judge_layers),
         "--hidden-size", str(args.judge_hidden_size), "--batch-size", str(args.batch_size),
-        "--max-train", str(args.max_train), "--max-dev", str(args.max_dev), "--seed", str(args.seed),
+        "--max-train", str(args.judge_max_train), "--max-dev", str(args.max_dev), "--seed", str(args.seed),
         "--out", os.path.join(work_dir, "judge.json")] + (["--quiet"] if args.quiet else []))
     judge_args.save_weights = os.path.join(work_dir, "judge.weights.h5")
     label_ids = {n: i for i, n in enumerate(LABELS)}
-    train = classify.load_examples(os.path.join(args.data_dir, "train.tsv"), args.max_train)
+    train = classify.load_examples(os.path.join(args.data_dir, "train.tsv"), args.judge_max_train)
     dev = classify.load_examples(os.path.join(args.data_dir, "dev.tsv"), args.max_dev)
     train_data = classify.Encoded(train, tokenizer, label_ids, judge_args.maxlen)
     dev_data = classify.Encoded(dev, tokenizer, label_ids, judge_args.maxlen)
@@ -246,7 +249,7 @@ def train_judge(args, tokenizer, token_dict, work_dir):
         saving.load_weights(judge, judge_args.save_weights)
     summary = {"dev_accuracy": run["dev_accuracy"], "history": run["history"], "parameters": run["parameters"],
                "model": run["model"], "timings_s": run["timings_s"], "pool": judge_args.pool,
-               "epochs": judge_args.epochs, "maxlen": judge_args.maxlen}
+               "epochs": judge_args.epochs, "maxlen": judge_args.maxlen, "train_reviews": len(train)}
     return judge, judge_args, summary
 
 
