@@ -107,6 +107,7 @@ def test_batches_and_metrics():
     assert clm.distinct(["好好好", "好的"], 1) == pytest.approx(2 / 5)
     assert clm.distinct(["好好好", "好的"], 2) == pytest.approx(2 / 3)
     assert clm.distinct(["", "a"], 2) == 0.0
+    assert clm.spread(list(range(10)), 3) == [0, 3, 6] and clm.spread([1, 2], 5) == [1, 2]
     with pytest.raises(SystemExit):
         clm.parse_args(["--variants", "cln,bogus"])
 
