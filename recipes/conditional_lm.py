@@ -15,7 +15,7 @@ length. In the same run and at the same size, the same LM is trained with **pref
 conditioning** instead (the label as the first token, ``[NEG]`` / ``[POS]`` in place of
 ``[CLS]``), the usual alternative::
 
-    python recipes/conditional_lm.py                      # defaults: ~20 min on 2 shared CPU cores (JAX)
+    python recipes/conditional_lm.py                      # defaults: ~27 min on 2 shared CPU cores (JAX)
     python recipes/conditional_lm.py --smoke              # seconds: tiny data and model
     KERAS_BACKEND=torch python recipes/conditional_lm.py  # same recipe on PyTorch
     python recipes/conditional_lm.py --config bert/bert_config.json \\
@@ -189,7 +189,9 @@ def make_sampler(model, variant, start_id, end_id, prefix_ids, maxlen):
             texts = []
             for ids in outputs:
                 ids = list(ids[skip:])
-                texts.append(ids[:ids.index(end_id)] if end_id in ids else ids)
+                ids = ids[:ids.index(end_id)] if end_id in ids else ids
+                # a label token sampled mid-text is not text (nor in a pretrained vocabulary)
+                texts.append([i for i in ids if i not in prefix_ids])
             return texts
 
     return RandomSentiment(start_id=start_id if variant == "cln" else None, end_id=end_id, maxlen=maxlen)
