@@ -1,10 +1,10 @@
-"""Shared pieces of the NER and classification recipes.
+"""Shared pieces of the recipes (NER, classification, UniLM titles, conditional LM).
 
 Nothing here trains anything: paths to the shared datasets, the character vocabulary a
 from-scratch model uses, the command-line arguments both recipes accept, the encoder
 they build (random or from a pretrained checkpoint), the optimizer (piecewise-linear
 warm-up and EMA from :mod:`kerasformer.optimizers`), length bucketing, progress bars,
-timings and the atomic results JSON.
+timings, the masked next-token loss and the atomic results JSON.
 
 Imports of Keras and kerasformer happen inside the functions, after the recipe has
 parsed its arguments, so ``--help`` is instant and ``KERAS_BACKEND`` is honoured.
@@ -205,6 +205,20 @@ def make_optimizer(lr, schedule=None, ema_momentum=None):
         cls = kopt.extend_with_exponential_moving_average(cls)
         kwargs["ema_momentum"] = ema_momentum
     return cls(learning_rate=lr, **kwargs)
+
+
+# ---------------------------------------------------------------------------- the loss
+
+def masked_token_loss(y_true, y_pred):
+    """Mean sparse cross-entropy over the positions whose target is a token id
+    (``y_true >= 0``; -1 marks positions that predict nothing, e.g. padding): bert4keras'
+    CrossEntropy layer of its language-model examples, as a plain Keras loss."""
+    import keras
+    from keras import ops
+
+    mask = ops.cast(y_true >= 0, "float32")
+    ce = keras.losses.sparse_categorical_crossentropy(ops.maximum(y_true, 0), y_pred)
+    return ops.sum(ce * mask) / ops.maximum(ops.sum(mask), 1.0)
 
 
 # ---------------------------------------------------------------------------- batching

@@ -208,12 +208,7 @@ def title_loss(y_true, y_pred):
     """Cross-entropy on the title only (bert4keras' CrossEntropy layer): ``y_true`` holds
     the next token id where it belongs to segment 1, -1 elsewhere; the mean is over the
     title tokens of the batch."""
-    import keras
-    from keras import ops
-
-    mask = ops.cast(y_true >= 0, "float32")
-    ce = keras.losses.sparse_categorical_crossentropy(ops.maximum(y_true, 0), y_pred)
-    return ops.sum(ce * mask) / ops.maximum(ops.sum(mask), 1.0)
+    return common.masked_token_loss(y_true, y_pred)
 
 
 def make_batches(pairs, tokenizer, args):

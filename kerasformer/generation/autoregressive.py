@@ -129,14 +129,27 @@ class LastTokenModel(keras.Model):
         return backend.predict(self, arrays[0] if single else arrays)
 
     # -- JAX shape buckets -------------------------------------------------------
+    def _sequence_inputs(self):
+        """Per model input: whether it is a sequence (2-D, free length axis)."""
+        return [len(spec.shape) == 2 and spec.shape[1] is None for spec in self.source.inputs]
+
     def _can_bucket(self, arrays):
-        """Only 2-D integer inputs of one shape (token ids, segment ids, positions) whose
-        model inputs have a free length axis: anything else (an encoder's hidden states, a
-        fixed-shape condition such as a label) is left exactly as given."""
-        shape = arrays[0].shape
-        free = all(len(spec.shape) == 2 and spec.shape[1] is None for spec in self.source.inputs)
-        return free and all(a.ndim == 2 and a.shape == shape and np.issubdtype(a.dtype, np.integer)
-                            for a in arrays)
+        """Sequence inputs (token ids, segment ids, positions: 2-D, free length axis) given as
+        integer arrays of one shape are padded; inputs of a fully fixed shape (a condition
+        such as a label, ``additional_input_layers``) ride along, padded in rows only, else
+        a conditional model would compile one program per step. Anything else (an encoder's
+        hidden states) is left exactly as given."""
+        sequence = self._sequence_inputs()
+        if not any(sequence) or len(arrays) != len(sequence):
+            return False
+        shape = next(a.shape for a, seq in zip(arrays, sequence) if seq)
+        for a, seq, spec in zip(arrays, sequence, self.source.inputs):
+            if seq:
+                if not (a.ndim == 2 and a.shape == shape and np.issubdtype(a.dtype, np.integer)):
+                    return False
+            elif None in spec.shape[1:] or a.shape != (shape[0],) + tuple(spec.shape[1:]):
+                return False
+        return True
 
     def _bucketed(self, arrays, extra=0):
         """Pad rows to a power of two and length to a multiple of ``length_bucket``
@@ -148,15 +161,17 @@ class LastTokenModel(keras.Model):
                      for i, o in enumerate(self.source.outputs)]
             object.__setattr__(self, "_gather_model", keras.Model(
                 list(self.source.inputs) + [index], taken[0] if len(taken) == 1 else taken))
-        batch, length = arrays[0].shape
+        sequence = self._sequence_inputs()
+        batch, length = next(a.shape for a, seq in zip(arrays, sequence) if seq)
         rows = 1 << max(batch - 1, 0).bit_length()
         cols = _round_up(length + extra, self.length_bucket)
         if self.max_length is not None:  # never pad past a position table
             cols = max(min(cols, self.max_length), length)
         if cols - length < extra:  # no room to test padding: the exact shapes, this time
             return None
-        padded = [np.pad(a.astype("int32"), ((0, rows - batch), (0, cols - length)))
-                  for a in arrays]
+        padded = [np.pad(a.astype("int32"), ((0, rows - batch), (0, cols - length))) if seq
+                  else np.pad(a, ((0, rows - batch),) + ((0, 0),) * (a.ndim - 1))  # rows only
+                  for a, seq in zip(arrays, sequence)]
         index = np.full((rows,), length - 1, dtype="int32")
         outputs = backend.predict(self._gather_model, padded + [index])
         if isinstance(outputs, (list, tuple)):
