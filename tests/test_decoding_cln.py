@@ -22,7 +22,8 @@ PROMPTS = [[5, 3, 4, 2, 1], [4, 3], [1, 2, 3, 4, 5, 1, 2, 3, 4]]
 def cln_model(application, vocab_size):
     keras.utils.set_random_seed(3)
     label = keras.layers.Input(shape=(1,), dtype="int32", name="Input-Label")
-    cond = keras.layers.Reshape((8,))(keras.layers.Embedding(3, 8)(label))
+    embedding = keras.layers.Embedding(3, 8, embeddings_initializer=keras.initializers.RandomNormal(0, 1))
+    cond = keras.layers.Reshape((8,))(embedding(label))
     model = build_transformer_model(**TINY, vocab_size=vocab_size, application=application,
                                     with_mlm=True, layer_norm_cond=cond,
                                     layer_norm_cond_hidden_size=4,
