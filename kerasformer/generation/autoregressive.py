@@ -77,10 +77,6 @@ class TakePosition(keras.layers.Layer):
         return None  # one position per row: no time axis left to mask
 
 
-# one last-token model per source model, shared by decoders (a new one would recompile)
-_LAST_TOKEN_MODELS = weakref.WeakKeyDictionary()
-
-
 def _round_up(n, multiple):
     return -(-n // multiple) * multiple
 
@@ -98,7 +94,7 @@ class LastTokenModel(keras.Model):
         outputs = [LastPosition(name=f"Last-Token-{i}")(o) for i, o in enumerate(source.outputs)]
         super().__init__(source.inputs, outputs[0] if len(outputs) == 1 else outputs, **kwargs)
         # plain attributes, not tracked sublayers (the source's weights are already ours);
-        # a weak reference, so that the cache keyed by the source can let it go
+        # a weak reference: the source keeps this model (shared_last_token), not the reverse
         object.__setattr__(self, "_source", weakref.ref(source))
         object.__setattr__(self, "_gather_model", None)
         # None: not checked yet; True / False: whether right padding is harmless
@@ -185,6 +181,17 @@ class LastTokenModel(keras.Model):
         return all(np.allclose(x, y, rtol=1e-3, atol=1e-5) for x, y in zip(a, b))
 
 
+def shared_last_token(model):
+    """The :class:`LastTokenModel` of ``model``, made once and kept on ``model`` itself
+    (untracked by Keras, freed with it, as ``backend.predict`` keeps its compiled
+    function): every decoder over ``model`` reuses its compiled programs."""
+    last = model.__dict__.get("_kerasformer_last_token")
+    if last is None:
+        last = LastTokenModel(model)
+        object.__setattr__(model, "_kerasformer_last_token", last)  # not a tracked sublayer
+    return last
+
+
 class AutoRegressiveDecoder:
     """General autoregressive decoding: beam search and random sampling (bert4keras).
 
@@ -252,9 +259,7 @@ class AutoRegressiveDecoder:
         """A model (built once per ``model``) that returns only the last position's
         outputs; its ``predict`` is the fast path of :class:`LastTokenModel`."""
         if model not in self.models:
-            if model not in _LAST_TOKEN_MODELS:
-                _LAST_TOKEN_MODELS[model] = LastTokenModel(model)
-            self.models[model] = _LAST_TOKEN_MODELS[model]
+            self.models[model] = shared_last_token(model)
         return self.models[model]
 
     def predict(self, inputs, output_ids, states=None):

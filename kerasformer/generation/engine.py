@@ -2,9 +2,10 @@
 
 One forward pass over the prompt fills a pre-allocated key/value cache (prefill);
 every later step runs the network on the newest token only. The family's own
-graph-building code serves as the incremental forward pass (``Transformer.cached_call``):
-a :class:`DecodingPass` intercepts each layer call to hand attention layers their
-cache, position embeddings the right positions, and to skip the final softmax.
+graph-building code serves as the incremental forward pass: ``Transformer.call(inputs,
+decoding)`` with a :class:`DecodingState` that the hooks hand, as an argument, to the
+layers that use it (attention layers get and return their cache, position layers read
+the new tokens' positions) and that asks the heads for logits.
 
 Prompts of different lengths are left-padded into one batch: padding keys are masked
 and every row numbers its own tokens from 0, so a row decodes exactly as it would
@@ -21,78 +22,45 @@ from keras import ops
 from kerasformer import backend, validation
 from kerasformer.errors import KerasformerError
 from kerasformer.generation import text
-from kerasformer.layers import MultiHeadAttention, PositionEmbedding
 
 NEG = -1e9  # "impossible" score: finite, so sums and log-softmax never produce NaN
 PROMPT_BUCKET = 16
 
 
-class DecodingPass:
-    """What one cached forward pass needs; handed to ``Transformer.cached_call``."""
+class DecodingState:
+    """What one cached forward pass needs. It is handed explicitly down
+    ``Transformer.call(inputs, decoding)`` -> ``apply_embeddings`` / ``apply_main_layers``
+    / ``apply_final_layers`` and, by the family, into the layers that use it (each declares
+    ``decoding`` in its ``call``):
 
-    def __init__(self, attention_mask, position_ids, caches, cache_index, max_len=None,
-                 batch=None, return_logits=True, last_only=False):
+    * ``attention_mask`` ``[batch, 1, q_len, max_len]``: the cache slots each new token may
+      see (padding and unwritten slots hidden); the blocks use it instead of the mask
+      they build from token ids;
+    * ``positions`` ``[batch, q_len]``: the position ids of the new tokens (every row of a
+      left-padded batch numbers its own tokens from 0): ``PositionEmbedding`` and the
+      rotary table read them;
+    * ``cache_index``: the cache slot of the first new token (0 on the prefill): the
+      relative position tables (NEZHA, T5) place the queries there;
+    * ``caches``: ``{key: tensors}``, one entry per attention application, keyed by the
+      block (``"self-3"``, ``"cross-3"``; ALBERT's shared block gets one per
+      depth). ``MultiHeadAttention(..., decoding=state, cache=caches.get(key))`` returns
+      ``(output, new cache)`` and the family stores it back (``Transformer.apply_cached``);
+    * ``max_len`` / ``batch``: set on the prefill only, where caches are allocated;
+    * ``last_only``: the heads see the last position only (a prefill predicts one token);
+    * ``layer_norm_cond``: the value of a conditional LayerNorm's condition for this batch.
+    """
+
+    def __init__(self, attention_mask, positions, caches, cache_index, max_len=None,
+                 batch=None, last_only=False, layer_norm_cond=None):
         self.attention_mask = attention_mask
         self.key_length = attention_mask.shape[-1]  # the cache length
-        self.position_ids = position_ids
+        self.positions = positions
         self.caches = dict(caches)
         self.cache_index = cache_index
-        self.max_len = max_len  # set on the prefill pass: caches are created there
+        self.max_len = max_len
         self.batch = batch
-        self.return_logits = return_logits
         self.last_only = last_only
-        self.seen = {}
-
-    def before_heads(self, x):
-        """The hidden states the output heads see: on a prefill only the last position
-        predicts anything, and the vocabulary projection of the others would be wasted."""
-        return x[:, -1:] if self.last_only else x
-
-    def _key(self, layer):
-        # a layer applied at several depths (ALBERT) needs one cache per application
-        count = self.seen.get(layer.name, 0)
-        self.seen[layer.name] = count + 1
-        return f"{layer.name}#{count}"
-
-    def call_layer(self, layer, inputs, arguments):
-        if hasattr(layer, "decoding_call"):  # layers that know how to serve a cached pass
-            return layer.decoding_call(inputs, self, **arguments)
-        if isinstance(layer, MultiHeadAttention):
-            key = self._key(layer)
-            cross = isinstance(inputs, (list, tuple)) and inputs[1] is not inputs[0]
-            if cross:  # keys/values come from the encoder: project once, then reuse
-                if key not in self.caches:
-                    if self.max_len is None:
-                        raise KerasformerError(f"no cross-attention cache for {layer.name}")
-                    self.caches[key] = layer.project_kv(inputs[1], inputs[2])
-                out, _ = _run_layer(layer, inputs, cache=self.caches[key], cache_index=None, **arguments)
-                return out
-            if key not in self.caches:
-                if self.max_len is None:
-                    raise KerasformerError(f"no cache for attention layer {layer.name}")
-                dtype = layer.compute_dtype
-                self.caches[key] = (
-                    ops.zeros((self.batch, layer.heads, self.max_len, layer.key_size), dtype),
-                    ops.zeros((self.batch, layer.heads, self.max_len, layer.head_size), dtype))
-            out, self.caches[key] = _run_layer(layer, inputs, cache=self.caches[key],
-                                          cache_index=self.cache_index, **arguments)
-            return out
-        if isinstance(layer, PositionEmbedding) and self.position_ids is not None:
-            arguments["position_ids"] = self.position_ids + layer.offset
-        elif (self.return_logits and isinstance(layer, keras.layers.Activation)
-              and layer.name.endswith("-Activation")):
-            return inputs  # the head's softmax: decode from logits instead
-        return _run_layer(layer, inputs, **arguments)
-
-
-def _run_layer(layer, inputs, **arguments):
-    """Call an already-built layer. In float32, go straight to ``layer.call``: Keras'
-    ``__call__`` bookkeeping (input conversion, masks, autocast and name scopes) costs
-    more than the arithmetic of one decoding step on small models, and a cached pass
-    needs none of it. Under mixed precision the full ``__call__`` keeps its casts."""
-    if layer.built and layer.dtype_policy.name == "float32":
-        return layer.call(inputs, **arguments)
-    return layer(inputs, **arguments)
+        self.layer_norm_cond = layer_norm_cond
 
 
 # ---------------------------------------------------------------- token choice
@@ -135,14 +103,29 @@ def sample(logits, noise):
 
 
 # ---------------------------------------------------------------- the engine
+def _bucketed_length(prompts):
+    """The longest prompt, and that rounded up to a bucket (one program per bucket)."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise KerasformerError("prompts must be a non-empty list of non-empty token-id lists")
+    longest = max(len(p) for p in prompts)
+    return longest, -(-longest // PROMPT_BUCKET) * PROMPT_BUCKET
+
+
 class DecoderOnlyEngine:
     """Cached decoding for decoder-only LMs (``gpt2``, any family with
-    ``application='lm'``) and UniLM seq2seq (``application='unilm'``)."""
+    ``application='lm'``) and UniLM seq2seq (``application='unilm'``).
+
+    One forward pass is ``transformer.call(inputs, DecodingState(...))``: the prefill
+    runs the prompts and fills the caches, each step runs the newest token. Whatever is
+    fixed for a row over the decoding (the value of a conditional LayerNorm's condition,
+    T5's encodings) is computed on the prefill and carried with the caches, so beams
+    copy and reorder it with them."""
+
+    kind_by_application = {"unilm": "unilm"}
 
     def __init__(self, transformer):
         self.transformer = transformer
-        self.kind = "unilm" if transformer.application == "unilm" else "lm"
-        self.n_inputs = len(transformer.model.inputs)
+        self.kind = self.kind_by_application.get(transformer.application, "lm")
         self.max_position = getattr(transformer, "max_position", None)
         self.variables = transformer.model.variables
         self.programs = {}
@@ -151,8 +134,22 @@ class DecoderOnlyEngine:
             raise KerasformerError(
                 f"model '{transformer.model.name}' does not end in a vocabulary distribution "
                 f"(last output has {vocab} features, vocab_size is {transformer.vocab_size}); build "
-                "it with with_mlm=True (BERT family) so it can generate")
+                "it with its language-model head (with_mlm=True for the BERT family, with_lm=True "
+                "for GPT-2 and T5) so it can generate")
         self.vocab_size = vocab
+        # additional_input_layers (bert4keras): inputs beyond the family's own, e.g. the
+        # label a conditional LayerNorm is conditioned on; generate(extra_inputs=...) feeds them
+        self.extra_specs = list(getattr(transformer, "additional_input_layers", None) or [])
+        self.n_inputs = len(transformer.model.inputs) - len(self.extra_specs)
+        self.condition = None
+        if getattr(transformer, "layer_norm_cond", None) is not None:
+            try:  # the part of the network that computes the condition from the extra inputs
+                self.condition = keras.Model(self.extra_specs, transformer.layer_norm_cond)
+            except ValueError:
+                raise KerasformerError(
+                    "generate() needs layer_norm_cond to be computed from additional_input_layers "
+                    "alone (e.g. an Embedding of a label input): this one depends on other "
+                    "tensors") from None
 
     # -- one forward pass -------------------------------------------------
     def _inputs(self, tokens, segment):
@@ -160,45 +157,76 @@ class DecoderOnlyEngine:
             return [tokens]
         return [tokens, ops.full(ops.shape(tokens), segment, "int32")]
 
+    def fixed(self, *extra):
+        """What stays fixed for a row over the decoding, as cache entries."""
+        if self.condition is None:
+            return {}
+        return {"layer_norm_cond": (self.condition(list(extra)),)}
+
+    def forward(self, tokens, segment, decoding):
+        return self.transformer.call(self._inputs(tokens, segment), decoding)
+
+    def state(self, mask, positions, caches, cache_index, **kwargs):
+        cond = caches.get("layer_norm_cond")
+        return DecodingState(mask, positions, caches, cache_index,
+                             layer_norm_cond=None if cond is None else cond[0], **kwargs)
+
     def prefill(self, tokens, valid, positions, max_len, *extra):
         """Run the (left-padded) prompts ``[batch, P]``; return last-position logits,
         the caches and which cache slots hold real tokens."""
         batch, length = tokens.shape
         key_valid = ops.concatenate([valid, ops.zeros((batch, max_len - length), "bool")], axis=1)
-        cols = ops.arange(max_len)
         # UniLM's prompt is segment 0: bidirectional. An LM prompt is causal.
         limit = ops.full((length,), length - 1, "int32") if self.kind == "unilm" else ops.arange(length)
         mask = ops.logical_and(key_valid[:, None, None, :],
-                               cols[None, None, None, :] <= limit[None, None, :, None])
-        decoding = DecodingPass(mask, positions, {}, 0, max_len=max_len, batch=batch, last_only=True)
-        logits = self.transformer.cached_call(self._inputs(tokens, 0), decoding)
+                               ops.arange(max_len)[None, None, None, :] <= limit[None, None, :, None])
+        decoding = self.state(mask, positions, self.fixed(*extra), 0, max_len=max_len,
+                              batch=batch, last_only=True)
+        logits = self.forward(tokens, 0, decoding)
         return logits[:, -1], decoding.caches, key_valid
 
     def step(self, token, column, positions, key_valid, caches):
         """One new token per row at cache slot ``column``."""
         max_len = key_valid.shape[1]
         mask = ops.logical_and(key_valid, ops.arange(max_len)[None, :] <= column)[:, None, None, :]
-        decoding = DecodingPass(mask, positions[:, None], caches, column)
+        decoding = self.state(mask, positions[:, None], caches, column)
         segment = 1 if self.kind == "unilm" else 0  # UniLM's output is segment 1
-        logits = self.transformer.cached_call(self._inputs(token[:, None], segment), decoding)
+        logits = self.forward(token[:, None], segment, decoding)
         return logits[:, 0], decoding.caches
 
     # -- the loop ----------------------------------------------------------
-    def program(self, options, shapes, max_new):
-        key = (options, shapes, max_new)
+    def program(self, options, shapes, max_new, stream=False):
+        """The compiled program for these options and shapes: ``(seed, *arrays) -> (out,
+        scores, steps)``; with ``stream``, ``(start, body)``: the loop's start and one turn
+        of its body, for a loop run from Python."""
+        key = (options, shapes, max_new, stream)
         if key not in self.programs:
             # prefill and step, each compiled once per program (traced graphs on torch)
             max_len = shapes[0][1] + max_new
             prefill = backend.traced(lambda *args: self.prefill(*args[:3], max_len, *args[3:]))
-            loop = backend.CompiledLoop()
-            self.programs[key] = backend.stateless_function(
-                lambda *args: self._run(options, max_new, prefill, loop, *args), self.variables)
+            start = lambda *args: self._start(options, max_new, prefill, *args)  # noqa: E731
+            body = lambda s: self._body(options, s)  # noqa: E731
+            if stream:
+                self.programs[key] = (backend.stateless_function(start, self.variables),
+                                      backend.stateless_function(backend.traced(body), self.variables))
+            else:
+                loop = backend.CompiledLoop()
+
+                def run(*args):
+                    state = loop(self._more, body, start(*args))
+                    return state["out"], state["scores"], state["step"]
+
+                self.programs[key] = backend.stateless_function(run, self.variables)
         return self.programs[key]
 
-    def _run(self, options, max_new, prefill, loop, seed, tokens, valid, positions, lengths, *extra):
+    @staticmethod
+    def _more(s):
+        return ops.logical_and(s["step"] < ops.shape(s["out"])[1], ops.logical_not(ops.all(s["finished"])))
+
+    def _start(self, options, max_new, prefill, seed, tokens, valid, positions, lengths, *extra):
+        """The loop's state after the prefill: one row per prompt and beam."""
         (strategy, num_beams, top_k, top_p, temperature, penalty, end_id, min_new) = options
-        batch, prompt_len = tokens.shape
-        max_len = prompt_len + max_new
+        batch = tokens.shape[0]
         vocab = self.vocab_size
         logits, caches, key_valid = prefill(tokens, valid, positions, *extra)
         seen = ops.zeros((batch, vocab), "bool")
@@ -211,64 +239,60 @@ class DecoderOnlyEngine:
             logits, key_valid, seen, lengths = map(expand, (logits, key_valid, seen, lengths))
             caches = {k: tuple(expand(t) for t in v) for k, v in caches.items()}
         scores = ops.reshape(ops.tile(ops.convert_to_tensor([0.0] + [NEG] * (beams - 1)), [batch]), (rows,))
-        state = dict(step=ops.convert_to_tensor(0, "int32"), logits=logits, caches=caches,
-                     key_valid=key_valid, seen=seen, positions=ops.cast(lengths, "int32"),
-                     out=ops.zeros((rows, max_new), "int32"), finished=ops.zeros((rows,), "bool"),
-                     scores=ops.cast(scores, "float32"), seed=seed)
+        return dict(step=ops.convert_to_tensor(0, "int32"), logits=logits, caches=caches,
+                    key_valid=key_valid, seen=seen, positions=ops.cast(lengths, "int32"),
+                    out=ops.zeros((rows, max_new), "int32"), finished=ops.zeros((rows,), "bool"),
+                    scores=ops.cast(scores, "float32"), seed=seed)
+
+    def _body(self, options, s):
+        """One turn of the loop: choose every row's next token, then run the step."""
+        (strategy, beams, top_k, top_p, temperature, penalty, end_id, min_new) = options
+        rows, max_new = s["out"].shape
+        max_len = s["key_valid"].shape[1]
+        batch, vocab = rows // beams, self.vocab_size
         fill = end_id if end_id is not None else 0
         vocab_ids = ops.arange(vocab)
-
-        def cond(s):
-            return ops.logical_and(s["step"] < max_new, ops.logical_not(ops.all(s["finished"])))
-
-        def body(s):
-            step = s["step"]
-            logits = process_logits(s["logits"], s["seen"], step, penalty, end_id, min_new)
-            finished = s["finished"]
-            out, caches, key_valid, seen, positions = s["out"], s["caches"], s["key_valid"], s["seen"], s["positions"]
-            scores = s["scores"]
-            if strategy == "beam":
-                logp = ops.log_softmax(logits / temperature, axis=-1)
-                only_fill = ops.where(vocab_ids == fill, 0.0, NEG)[None, :]
-                logp = ops.where(finished[:, None], only_fill, logp)
-                candidates = ops.reshape(scores[:, None] + logp, (batch, beams * vocab))
-                scores, index = ops.top_k(candidates, beams)
-                scores = ops.reshape(scores, (rows,))
-                source = ops.reshape(ops.arange(batch)[:, None] * beams + index // vocab, (rows,))
-                token = ops.cast(ops.reshape(index % vocab, (rows,)), "int32")
-                take = lambda x: ops.take(x, source, axis=0)  # noqa: E731
-                out, finished, key_valid, seen, positions = map(take, (out, finished, key_valid, seen, positions))
-                caches = {k: tuple(take(t) for t in v) for k, v in caches.items()}
+        step = s["step"]
+        logits = process_logits(s["logits"], s["seen"], step, penalty, end_id, min_new)
+        finished = s["finished"]
+        out, caches, key_valid, seen, positions = s["out"], s["caches"], s["key_valid"], s["seen"], s["positions"]
+        scores = s["scores"]
+        if strategy == "beam":
+            logp = ops.log_softmax(logits / temperature, axis=-1)
+            only_fill = ops.where(vocab_ids == fill, 0.0, NEG)[None, :]
+            logp = ops.where(finished[:, None], only_fill, logp)
+            candidates = ops.reshape(scores[:, None] + logp, (batch, beams * vocab))
+            scores, index = ops.top_k(candidates, beams)
+            scores = ops.reshape(scores, (rows,))
+            source = ops.reshape(ops.arange(batch)[:, None] * beams + index // vocab, (rows,))
+            token = ops.cast(ops.reshape(index % vocab, (rows,)), "int32")
+            take = lambda x: ops.take(x, source, axis=0)  # noqa: E731
+            out, finished, key_valid, seen, positions = map(take, (out, finished, key_valid, seen, positions))
+            caches = {k: tuple(take(t) for t in v) for k, v in caches.items()}
+        else:
+            if strategy == "sample":
+                logits = filter_logits(logits, top_k, top_p, temperature)
+                token = sample(logits, backend.uniform_noise(ops.shape(logits), s["seed"], step))
             else:
-                if strategy == "sample":
-                    logits = filter_logits(logits, top_k, top_p, temperature)
-                    token = sample(logits, backend.uniform_noise(ops.shape(logits), s["seed"], step))
-                else:
-                    token = ops.cast(ops.argmax(logits, axis=-1), "int32")
-                token = ops.where(finished, fill, token)
-            # masked writes, not slice updates: the step index stays a tensor (trace-safe)
-            out = ops.where(ops.arange(max_new)[None, :] == step, token[:, None], out)
-            if end_id is not None:
-                finished = ops.logical_or(finished, token == end_id)
-            if penalty != 1.0:
-                seen = ops.logical_or(seen, vocab_ids[None, :] == token[:, None])
-            column = prompt_len + step
-            key_valid = ops.logical_or(key_valid, (ops.arange(max_len) == column)[None, :])
-            logits, caches = self.step(token, column, positions, key_valid, caches)
-            return dict(step=step + 1, logits=logits, caches=caches, key_valid=key_valid, seen=seen,
-                        positions=positions + 1, out=out, finished=finished, scores=scores,
-                        seed=s["seed"])
-
-        state = loop(cond, body, state)
-        return state["out"], state["scores"], state["step"]
+                token = ops.cast(ops.argmax(logits, axis=-1), "int32")
+            token = ops.where(finished, fill, token)
+        # masked writes, not slice updates: the step index stays a tensor (trace-safe)
+        out = ops.where(ops.arange(max_new)[None, :] == step, token[:, None], out)
+        if end_id is not None:
+            finished = ops.logical_or(finished, token == end_id)
+        if penalty != 1.0:
+            seen = ops.logical_or(seen, vocab_ids[None, :] == token[:, None])
+        column = max_len - max_new + step
+        key_valid = ops.logical_or(key_valid, (ops.arange(max_len) == column)[None, :])
+        logits, caches = self.step(token, column, positions, key_valid, caches)
+        return dict(step=step + 1, logits=logits, caches=caches, key_valid=key_valid, seen=seen,
+                    positions=positions + 1, out=out, finished=finished, scores=scores,
+                    seed=s["seed"])
 
     # -- public --------------------------------------------------------------
     def layout(self, prompts, max_new):
         """Left-pad ragged prompts into ``[batch, P]`` with P rounded up to a bucket."""
-        if not prompts or any(len(p) == 0 for p in prompts):
-            raise KerasformerError("prompts must be a non-empty list of non-empty token-id lists")
-        longest = max(len(p) for p in prompts)
-        length = -(-longest // PROMPT_BUCKET) * PROMPT_BUCKET
+        longest, length = _bucketed_length(prompts)
         if self.max_position is not None:
             if longest + max_new > self.max_position:
                 raise KerasformerError(
@@ -286,36 +310,69 @@ class DecoderOnlyEngine:
         lengths = np.array([len(p) for p in prompts], "int32")
         return tokens, valid, positions, lengths
 
-    def generate(self, prompts, max_new_tokens, options, seed=None):
-        arrays = self.layout(prompts, max_new_tokens)
+    def extra_arrays(self, extra_inputs, batch):
+        """``extra_inputs`` checked against ``additional_input_layers``: one array per
+        input, one row per prompt."""
+        specs = self.extra_specs
+        if extra_inputs is None:
+            extra_inputs = []
+        elif not isinstance(extra_inputs, (list, tuple)):
+            extra_inputs = [extra_inputs]
+        if len(extra_inputs) != len(specs):
+            raise KerasformerError(
+                f"the model has {len(specs)} additional input(s) "
+                f"({', '.join(str(s.name) for s in specs) or 'none'}); generate() got "
+                f"{len(extra_inputs)} in extra_inputs (one array per input, one row per prompt)")
+        arrays = []
+        for spec, value in zip(specs, extra_inputs):
+            try:
+                array = np.asarray(value, dtype=spec.dtype)
+            except (TypeError, ValueError):
+                raise KerasformerError(f"extra_inputs for '{spec.name}' must be numeric, "
+                                       f"{spec.dtype}") from None
+            expected = (batch,) + tuple(spec.shape[1:])
+            if array.ndim != len(expected) or any(e is not None and e != a
+                                                  for e, a in zip(expected, array.shape)):
+                raise KerasformerError(
+                    f"extra_inputs for '{spec.name}' has shape {array.shape}; expected "
+                    f"{tuple('?' if e is None else e for e in expected)} (one row per prompt)")
+            arrays.append(array)
+        return tuple(arrays)
+
+    def arrays(self, prompts, max_new_tokens, extra_inputs=None):
+        return self.layout(prompts, max_new_tokens) + self.extra_arrays(extra_inputs, len(prompts))
+
+    def generate(self, prompts, max_new_tokens, options, seed=None, extra_inputs=None):
+        arrays = self.arrays(prompts, max_new_tokens, extra_inputs)
         program = self.program(options, tuple(a.shape for a in arrays), max_new_tokens)
-        # the seed is data, not part of the program: a new seed does not recompile
-        seed = ops.convert_to_tensor(0 if seed is None else seed, "uint32")
-        out, scores, steps = program(seed, *(ops.convert_to_tensor(x) for x in arrays))
+        out, scores, steps = program(_seed(seed), *(ops.convert_to_tensor(x) for x in arrays))
         return (ops.convert_to_numpy(out)[:, : int(ops.convert_to_numpy(steps))],
                 ops.convert_to_numpy(scores))
 
 
+def _seed(seed):
+    # the seed is data, not part of the program: a new seed does not recompile
+    return ops.convert_to_tensor(0 if seed is None else seed, "uint32")
+
+
 class EncoderDecoderEngine(DecoderOnlyEngine):
-    """T5 / mT5: the prompts go through the encoder once; the decoder starts from
-    ``decoder_start_id`` (0, T5's pad) and decodes with a self-attention cache and a
-    cross-attention cache projected once from the encodings."""
+    """T5 / mT5: the prompts go through the encoder once (on the prefill); the decoder
+    starts from ``decoder_start_id`` (0, T5's pad) and decodes with a self-attention
+    cache and a cross-attention cache projected once from the encodings."""
+
+    kind_by_application = {"encoder": "seq2seq"}
 
     def __init__(self, transformer):
-        self.transformer = transformer
-        self.kind = "seq2seq"
-        self.max_position = None
-        self.variables = transformer.model.variables
-        self.programs = {}
-        self.vocab_size = transformer.model.outputs[-1].shape[-1]
+        super().__init__(transformer)
+        self.max_position = None  # relative positions: no table bounds the decoding
+        self.n_inputs = 1
         self.start_id = getattr(transformer, "decoder_start_token_id", None) or 0
 
     def layout(self, prompts, max_new):
-        if not prompts or any(len(p) == 0 for p in prompts):
-            raise KerasformerError("prompts must be a non-empty list of non-empty token-id lists")
-        longest = max(len(p) for p in prompts)
-        length = -(-longest // PROMPT_BUCKET) * PROMPT_BUCKET
-        encoder_ids = np.zeros((len(prompts), length), "int32")  # right padding: the encoder masks it
+        """The decoder's start tokens ``[batch, 1]``, and the prompts right-padded for the
+        encoder (which masks its padding), as the one extra input of the prefill."""
+        _, length = _bucketed_length(prompts)
+        encoder_ids = np.zeros((len(prompts), length), "int32")
         for row, prompt in enumerate(prompts):
             encoder_ids[row, : len(prompt)] = prompt
         batch = len(prompts)
@@ -323,28 +380,11 @@ class EncoderDecoderEngine(DecoderOnlyEngine):
         return (tokens, np.ones((batch, 1), bool), np.zeros((batch, 1), "int32"),
                 np.ones((batch,), "int32"), encoder_ids)
 
-    def _decode(self, tokens, decoding, context):
-        return self.transformer.cached_call(
-            [context, tokens], decoding, call=lambda inputs: self.transformer.call_decoder(*inputs))
+    def fixed(self, encoder_ids):
+        return {"context": (self.transformer.call_encoder(encoder_ids),)}
 
-    def prefill(self, tokens, valid, positions, max_len, encoder_ids):
-        context = self.transformer.call_encoder(encoder_ids)
-        batch, length = tokens.shape
-        key_valid = ops.concatenate([valid, ops.zeros((batch, max_len - length), "bool")], axis=1)
-        mask = ops.logical_and(key_valid[:, None, None, :],
-                               ops.arange(max_len)[None, None, None, :] <= ops.arange(length)[None, None, :, None])
-        decoding = DecodingPass(mask, None, {}, 0, max_len=max_len, batch=batch)
-        logits = self._decode(tokens, decoding, context)
-        caches = dict(decoding.caches, context=(context,))
-        return logits[:, -1], caches, key_valid
-
-    def step(self, token, column, positions, key_valid, caches):
-        max_len = key_valid.shape[1]
-        mask = ops.logical_and(key_valid, ops.arange(max_len)[None, :] <= column)[:, None, None, :]
-        context = caches["context"][0]
-        decoding = DecodingPass(mask, None, {k: v for k, v in caches.items() if k != "context"}, column)
-        logits = self._decode(token[:, None], decoding, context)
-        return logits[:, 0], dict(decoding.caches, context=(context,))
+    def forward(self, tokens, segment, decoding):
+        return self.transformer.call_decoder(decoding.caches["context"][0], tokens, decoding)
 
 
 def transformer_of(model):
@@ -385,7 +425,7 @@ def _trim(tokens, end_id):
 
 def generate(model, prompts, max_new_tokens, strategy="greedy", num_beams=4, top_k=None, top_p=None,
              temperature=1.0, repetition_penalty=1.0, end_id=None, min_new_tokens=0, seed=None,
-             stream=False, return_all_beams=False, tokenizer=None):
+             stream=False, return_all_beams=False, tokenizer=None, extra_inputs=None):
     """Generate continuations of ``prompts`` (a list of token-id lists, ragged).
 
     Text in, text out: with ``tokenizer`` (a tokenizer, or a model folder holding one),
@@ -400,13 +440,17 @@ def generate(model, prompts, max_new_tokens, strategy="greedy", num_beams=4, top
     ``temperature``, ``top_k`` and ``top_p``; the same ``seed`` gives the same output.
     ``stream=True`` returns an iterator over steps, each a list with one new token per
     prompt (None once a prompt has finished).
+
+    ``extra_inputs``: for a model built with ``additional_input_layers`` (e.g. the label
+    of a conditional LayerNorm, ``layer_norm_cond``), one array per such input with one
+    row per prompt; they feed the prefill and every step.
     """
     if tokenizer is not None or text.is_text(prompts):
         return text.generate_text(
             generate, engine_for(model).kind, model, prompts, max_new_tokens, tokenizer, end_id,
             stream, return_all_beams, strategy=strategy, num_beams=num_beams, top_k=top_k,
             top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty,
-            min_new_tokens=min_new_tokens, seed=seed)
+            min_new_tokens=min_new_tokens, seed=seed, extra_inputs=extra_inputs)
     engine = engine_for(model)
     # every argument checked before anything is compiled or allocated (kerasformer.validation)
     top_k = validation.check_generate_args(
@@ -424,8 +468,8 @@ def generate(model, prompts, max_new_tokens, strategy="greedy", num_beams=4, top
     if stream:
         if strategy == "beam":
             raise KerasformerError("stream=True is for greedy and sampling; beams reorder as they go")
-        return _stream(engine, prompts, max_new_tokens, options, seed)
-    out, scores = engine.generate(prompts, max_new_tokens, options, seed)
+        return _stream(engine, prompts, max_new_tokens, options, seed, extra_inputs)
+    out, scores = engine.generate(prompts, max_new_tokens, options, seed, extra_inputs)
     if strategy != "beam":
         return [_trim(row, end_id) for row in out]
     beams = options[1]
@@ -437,42 +481,17 @@ def generate(model, prompts, max_new_tokens, strategy="greedy", num_beams=4, top
     return results
 
 
-def _stream(engine, prompts, max_new_tokens, options, seed):
-    """Greedy / sampling one step at a time, yielding tokens as they come (prefill and
-    step are compiled once per bucket; the loop runs in Python, so each step costs a
-    host round trip). Sampling draws the same noise as the non-streaming loop."""
-    (strategy, _, top_k, top_p, temperature, penalty, end_id, min_new) = options
-    arrays = engine.layout(prompts, max_new_tokens)
-    tokens, lengths, extra = arrays[0], arrays[3], arrays[4:]
-    batch, prompt_len = tokens.shape
-    key = ("stream",) + options + (tuple(a.shape for a in arrays), max_new_tokens)
-    if key not in engine.programs:
-        max_len = prompt_len + max_new_tokens
-        prefill = backend.traced(lambda t, v, p, *e: engine.prefill(t, v, p, max_len, *e))
-        engine.programs[key] = (backend.stateless_function(prefill, engine.variables),
-                                backend.stateless_function(backend.traced(engine.step), engine.variables))
-    prefill, step = engine.programs[key]
-    logits, caches, key_valid = prefill(*(ops.convert_to_tensor(x) for x in arrays[:3] + tuple(extra)))
-    seed = 0 if seed is None else int(seed)
-    seen = np.zeros((batch, engine.vocab_size), bool)
-    for row, prompt in enumerate(prompts):
-        seen[row, tokens[row][-len(prompt):] if engine.kind != "seq2seq" else tokens[row]] = True
-    finished = np.zeros(batch, bool)
-    current = ops.convert_to_tensor(lengths)
+def _stream(engine, prompts, max_new_tokens, options, seed, extra_inputs):
+    """Greedy / sampling one step at a time, yielding tokens as they come: the loop of
+    ``generate`` (its start and body, compiled once per bucket) driven from Python, so
+    each step costs a host round trip and draws the same tokens as the one program."""
+    arrays = engine.arrays(prompts, max_new_tokens, extra_inputs)
+    start, body = engine.program(options, tuple(a.shape for a in arrays), max_new_tokens, stream=True)
+    state = start(_seed(seed), *(ops.convert_to_tensor(x) for x in arrays))
     for t in range(max_new_tokens):
-        scores = process_logits(logits, ops.convert_to_tensor(seen), t, penalty, end_id, min_new)
-        if strategy == "sample":
-            token = sample(filter_logits(scores, top_k, top_p, temperature), backend.uniform_noise(ops.shape(scores), seed, t))
-        else:
-            token = ops.argmax(scores, axis=-1)
-        token = np.asarray(ops.convert_to_numpy(token), "int32")
+        finished = ops.convert_to_numpy(state["finished"])
+        state = body(state)
+        token = ops.convert_to_numpy(state["out"])[:, t]
         yield [None if done else int(tok) for tok, done in zip(token, finished)]
-        seen[np.arange(batch), token] = True
-        if end_id is not None:
-            finished |= token == end_id
-        if finished.all() or t == max_new_tokens - 1:
+        if ops.convert_to_numpy(state["finished"]).all():
             return
-        key_valid = ops.slice_update(key_valid, (0, prompt_len + t), ops.ones((batch, 1), "bool"))
-        column = ops.convert_to_tensor(prompt_len + t, "int32")  # a tensor: one compiled step for all
-        logits, caches = step(ops.convert_to_tensor(token), column, current, key_valid, caches)
-        current = current + 1

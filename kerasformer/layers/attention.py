@@ -111,12 +111,19 @@ class MultiHeadAttention(keras.layers.Layer):
                 self._split_heads(dense(self.v_dense, v), self.head_size))
 
     def call(self, inputs, attention_mask=None, attention_bias=None, position_bias=None,
-             cache=None, cache_index=None, training=None, return_attention_scores=False,
-             mask=None, **unsupported):
+             cache=None, cache_index=None, decoding=None, cross=False, training=None,
+             return_attention_scores=False, mask=None, **unsupported):
         """With ``cache=(keys, values)`` (each ``[batch, heads, max_len, size]``) the layer
         decodes incrementally: the new keys/values are written at ``cache_index`` and the
         queries attend over the whole cache (the mask hides unwritten slots); it then
         returns ``(output, cache)``. ``cache_index=None`` marks a static cache, used as is.
+
+        ``decoding`` (a ``kerasformer.generation.engine.DecodingState``): a cached forward
+        pass. ``cache`` is then this application's entry of the state (None on the prefill,
+        where it is allocated for ``decoding.max_len`` slots) and the new tokens go to slot
+        ``decoding.cache_index``; ``cross=True`` marks keys/values from a source fixed over
+        the decoding (T5's encodings), projected once on the prefill and reused as they
+        are. Returns ``(output, new cache)``.
 
         ``return_attention_scores=True`` also returns the attention probabilities
         ``[batch, heads, q_len, k_len]`` (float32, before attention dropout) as the last
@@ -140,6 +147,8 @@ class MultiHeadAttention(keras.layers.Layer):
             key_mask = mask[2] if isinstance(mask, (list, tuple)) else mask
             if key_mask is not None:
                 attention_mask = ops.expand_dims(ops.expand_dims(ops.cast(key_mask, "bool"), 1), 1)
+        if decoding is not None:
+            cache, cache_index = self._decoding_cache(decoding, cache, cross, k, v)
         qw = self._split_heads(dense(self.q_dense, q), self.key_size)
         static_cache = cache is not None and cache_index is None
         if static_cache:
@@ -188,6 +197,19 @@ class MultiHeadAttention(keras.layers.Layer):
         if return_attention_scores:
             return (out, attention) if cache is None else (out, cache, attention)
         return out if cache is None else (out, cache)
+
+    def _decoding_cache(self, decoding, cache, cross, k, v):
+        """(cache, cache_index) of a cached pass; see ``call``."""
+        if cache is None and decoding.max_len is None:
+            raise KerasformerError(f"no cache for attention layer {self.name}: caches are made "
+                                   "on the prefill pass")
+        if cross:
+            return (self.project_kv(k, v) if cache is None else cache), None
+        if cache is None:
+            shape = (decoding.batch, self.heads, decoding.max_len)
+            cache = (ops.zeros(shape + (self.key_size,), self.compute_dtype),
+                     ops.zeros(shape + (self.head_size,), self.compute_dtype))
+        return cache, decoding.cache_index
 
     def compute_mask(self, inputs, mask=None):
         # the output has the queries' time axis, so it keeps the queries' padding mask

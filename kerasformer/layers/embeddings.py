@@ -87,7 +87,12 @@ class PositionEmbedding(keras.layers.Layer):
             initializer=self.embeddings_initializer,
         )
 
-    def call(self, inputs, position_ids=None):
+    def call(self, inputs, position_ids=None, decoding=None):
+        """``position_ids``: rows of the table to read (``offset`` included); by default
+        ``offset, offset + 1, ...``. A cached pass (``decoding``) reads its positions, each
+        row of a left-padded batch numbering its own tokens from 0."""
+        if decoding is not None:
+            position_ids = decoding.positions + self.offset
         if self.custom_position_ids:
             inputs, position_ids = inputs
         seq_len = ops.shape(inputs)[1]

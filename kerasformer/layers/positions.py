@@ -87,9 +87,14 @@ class RelativePositionEmbedding(keras.layers.Layer):
             self.embeddings = self.add_weight(name="embeddings", shape=(self.input_dim, self.output_dim),
                                               initializer=self.embeddings_initializer)
 
-    def call(self, inputs, query_offset=0, key_length=None):
-        """``query_offset`` / ``key_length``: cached decoding, where the queries are the
-        newest positions and the keys the whole cache."""
+    def call(self, inputs, query_offset=0, key_length=None, decoding=None):
+        """``query_offset`` / ``key_length``: the queries are the positions from
+        ``query_offset`` on, the keys ``key_length`` positions. A cached pass (``decoding``)
+        sets both: queries at its cache index, keys the whole cache. Only j - i matters,
+        and a left-padded row shifts its query and key positions alike, so cache slots
+        serve as positions."""
+        if decoding is not None:
+            query_offset, key_length = decoding.cache_index, decoding.key_length
         q, k = inputs if isinstance(inputs, (list, tuple)) else (inputs, inputs)
         k_len = ops.shape(k)[1] if key_length is None else key_length
         ids = relative_position_ids(ops.shape(q)[1], k_len, self.max_relative_position, query_offset)
@@ -98,11 +103,6 @@ class RelativePositionEmbedding(keras.layers.Layer):
         else:
             table = ops.convert_to_tensor(self._table.astype(np.float32))
         return ops.cast(ops.take(table, ids, axis=0), self.compute_dtype)
-
-    def decoding_call(self, inputs, decoding, **arguments):
-        # Only j - i matters, and a left-padded row shifts its query and key positions
-        # alike, so cache slots serve as positions: queries at cache_index onwards.
-        return self.call(inputs, query_offset=decoding.cache_index, key_length=decoding.key_length)
 
     def compute_mask(self, inputs, mask=None):
         return None  # a position table, not a sequence of the batch: no padding to carry
@@ -161,9 +161,14 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
         table = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)  # [..., depth/2, 2]
         return ops.reshape(table, tuple(ops.shape(positions)) + (self.output_dim,))
 
-    def call(self, inputs, position_ids=None):
+    def call(self, inputs, position_ids=None, decoding=None):
         """``position_ids`` (``[batch, length]``, optional): the positions to encode, giving
-        ``[batch, length, output_dim]``; by default ``0 .. length - 1`` for every row."""
+        ``[batch, length, output_dim]``; by default ``0 .. length - 1`` for every row. A
+        cached pass (``decoding``) encodes its positions: every row of a left-padded batch
+        numbers its own tokens (with rotary_value the output depends on absolute positions,
+        not only on j - i)."""
+        if decoding is not None:
+            position_ids = decoding.positions
         if self.custom_position_ids:
             inputs, position_ids = inputs
         if position_ids is None:
@@ -178,11 +183,6 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
             return inputs * (table + 1.0)
         table = ops.broadcast_to(table, tuple(ops.shape(inputs)[:2]) + (self.output_dim,))
         return ops.concatenate([inputs, table], axis=-1)
-
-    def decoding_call(self, inputs, decoding, **arguments):
-        # each row of a left-padded batch numbers its own tokens: rotate by those positions
-        # (with rotary_value the output depends on absolute positions, not only on j - i)
-        return self.call(inputs, position_ids=decoding.position_ids)
 
     def compute_mask(self, inputs, mask=None):
         if self.merge_mode == "zero":

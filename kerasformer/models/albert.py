@@ -54,8 +54,8 @@ class ALBERT(BERT):
         self.always_map_embeddings = model_type == "albert"
 
     # --------------------------------------------------------------- the network
-    def apply_embeddings(self, inputs):
-        x = super().apply_embeddings(inputs)  # adds 'Embedding-Mapping' when sizes differ
+    def apply_embeddings(self, inputs, decoding=None):
+        x = super().apply_embeddings(inputs, decoding)  # adds 'Embedding-Mapping' when sizes differ
         if self.always_map_embeddings and self.embedding_size == self.hidden_size:
             x = self.apply(x, keras.layers.Dense, units=self.hidden_size,
                            kernel_initializer=self.initializer, name="Embedding-Mapping")

@@ -50,10 +50,11 @@ class BERT(Transformer):
         """Explicit position ids, or None for 0, 1, 2, ... (RoBERTa overrides)."""
         return None
 
-    def apply_token_segment_embeddings(self, token_ids, segment_ids):
+    def apply_token_segment_embeddings(self, token_ids, segment_ids, decoding=None):
         """Token embedding plus segment embedding (when there are segments); also builds
-        the attention mask, once, from the same ids."""
-        self.compute_attention_mask(token_ids, segment_ids)
+        the attention mask, once, from the same ids (a cached pass brings its own)."""
+        if decoding is None:
+            self.compute_attention_mask(token_ids, segment_ids)
         x = self.apply(token_ids, Embedding, input_dim=self.vocab_size,
                        output_dim=self.embedding_size, mask_id=self.mask_id,
                        embeddings_initializer=self.initializer, name="Embedding-Token")
@@ -64,17 +65,20 @@ class BERT(Transformer):
             x = self.apply([x, s], Add, name="Embedding-Token-Segment")
         return x
 
-    def apply_embeddings(self, inputs):
+    def apply_embeddings(self, inputs, decoding=None):
         token_ids, segment_ids = inputs
-        x = self.apply_token_segment_embeddings(token_ids, segment_ids)
-        position_ids = self.position_ids(token_ids)
-        x = self.apply(x, PositionEmbedding,
-                       arguments=None if position_ids is None else {"position_ids": position_ids},
+        x = self.apply_token_segment_embeddings(token_ids, segment_ids, decoding)
+        if decoding is not None:  # positions of the new tokens
+            arguments = {"decoding": decoding}
+        else:
+            position_ids = self.position_ids(token_ids)
+            arguments = None if position_ids is None else {"position_ids": position_ids}
+        x = self.apply(x, PositionEmbedding, arguments=arguments,
                        input_dim=self.max_position, output_dim=self.embedding_size,
                        offset=self.position_offset, embeddings_initializer=self.initializer,
                        name="Embedding-Position")
         if self.embedding_norm:
-            x = self.apply_norm(x, "Embedding-Norm")
+            x = self.apply_norm(x, "Embedding-Norm", decoding)
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         if self.embedding_size != self.hidden_size:
             x = self.apply(x, keras.layers.Dense, units=self.hidden_size,
@@ -89,28 +93,30 @@ class BERT(Transformer):
         same names for every index: that is what shares one block across depth)."""
         return f"Transformer-{index}-MultiHeadSelfAttention", f"Transformer-{index}-FeedForward"
 
-    def apply_main_layers(self, inputs, index):
+    def apply_main_layers(self, inputs, index, decoding=None):
         """One post-LN block: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
         attention, feed_forward = self.block_names(index)
         x = inputs
-        h = self.apply(x, MultiHeadAttention, arguments={"attention_mask": self.attention_mask},
-                       heads=self.num_attention_heads, head_size=self.attention_head_size,
-                       out_dim=self.hidden_size, key_size=self.attention_key_size, attention_dropout=self.attention_dropout_rate,
-                       kernel_initializer=self.initializer, name=attention)
+        h = self.apply_cached(x, MultiHeadAttention, decoding, f"self-{index}",
+                              arguments={"attention_mask": self.block_attention_mask(decoding)},
+                              heads=self.num_attention_heads, head_size=self.attention_head_size,
+                              out_dim=self.hidden_size, key_size=self.attention_key_size,
+                              attention_dropout=self.attention_dropout_rate,
+                              kernel_initializer=self.initializer, name=attention)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention}-Dropout")
         x = self.apply([x, h], Add, name=f"{attention}-Add")
-        x = self.apply_norm(x, f"{attention}-Norm")
+        x = self.apply_norm(x, f"{attention}-Norm", decoding)
         h = self.apply(x, FeedForward, units=self.intermediate_size, activation=self.hidden_act,
                        kernel_initializer=self.initializer, name=feed_forward)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward}-Dropout")
         x = self.apply([x, h], Add, name=f"{feed_forward}-Add")
-        x = self.apply_norm(x, f"{feed_forward}-Norm")
+        x = self.apply_norm(x, f"{feed_forward}-Norm", decoding)
         return x
 
-    def apply_final_layers(self, inputs):
+    def apply_final_layers(self, inputs, decoding=None, logits=False):
         sequence = inputs
         outputs = []
-        if self.with_pool:
+        if self.with_pool and not logits:
             x = self.apply(sequence, TakeToken, index=0, name="Pooler")
             activation = "tanh" if self.with_pool is True else self.with_pool
             x = self.apply(x, keras.layers.Dense, units=self.hidden_size, activation=activation,
@@ -123,10 +129,12 @@ class BERT(Transformer):
             x = self.apply(sequence, keras.layers.Dense, units=self.embedding_size,
                            activation=get_activation(self.hidden_act),
                            kernel_initializer=self.initializer, name="MLM-Dense")
-            x = self.apply_norm(x, "MLM-Norm")
+            x = self.apply_norm(x, "MLM-Norm", decoding)
             # the output projection is the token embedding, transposed (tied weights)
             x = self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
             x = self.apply(x, BiasAdd, name="MLM-Bias")
+            if logits:
+                return x
             activation = "softmax" if self.with_mlm is True else self.with_mlm
             x = self.apply(x, keras.layers.Activation, activation=activation, name="MLM-Activation")
             outputs.append(x)

@@ -49,9 +49,9 @@ class ELECTRA(BERT):
         self.scope = "generator" if with_mlm else "electra"
 
     # --------------------------------------------------------------- the network
-    def apply_final_layers(self, inputs):
+    def apply_final_layers(self, inputs, decoding=None, logits=False):
         if not self.with_discriminator:
-            return super().apply_final_layers(inputs)  # sequence output, or the generator MLM
+            return super().apply_final_layers(inputs, decoding, logits)  # sequence output, or the generator MLM
         sequence = inputs
         x = self.apply(sequence, keras.layers.Dense, units=self.hidden_size,
                        activation=get_activation(self.hidden_act),

@@ -35,8 +35,10 @@ class GPT(BERT):
         self.with_mlm = False
         self.final_activation = final_activation
 
-    def apply_final_layers(self, inputs):
+    def apply_final_layers(self, inputs, decoding=None, logits=False):
         x = self.apply(inputs, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
+        if logits:
+            return x
         return self.apply(x, keras.layers.Activation, activation=self.final_activation,
                           name="LM-Activation")
 

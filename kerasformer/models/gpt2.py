@@ -123,55 +123,62 @@ class GPT2(Transformer):
                 pad_id=pad_id, name="Attention-Mask")
         return self.attention_mask
 
-    def token_position_embeddings(self, token_ids):
-        """Token plus learned position embeddings; also builds the mask, once."""
-        self.compute_attention_mask(token_ids)
+    def token_position_embeddings(self, token_ids, decoding=None):
+        """Token plus learned position embeddings; also builds the mask, once (a cached
+        pass brings its own mask and positions)."""
+        if decoding is None:
+            self.compute_attention_mask(token_ids)
         x = self.apply(token_ids, Embedding, input_dim=self.vocab_size,
                        output_dim=self.embedding_size, mask_id=self.mask_id,
                        embeddings_initializer=self.initializer, name="Embedding-Token")
         return self.apply(x, PositionEmbedding, input_dim=self.max_position,
+                          arguments=None if decoding is None else {"decoding": decoding},
                           output_dim=self.embedding_size, embeddings_initializer=self.initializer,
                           name="Embedding-Position")
 
-    def apply_embeddings(self, inputs):
-        x = self.token_position_embeddings(inputs[0])
+    def apply_embeddings(self, inputs, decoding=None):
+        x = self.token_position_embeddings(inputs[0], decoding)
         return self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
 
-    def attention(self, x, name):
-        return self.apply(x, MultiHeadAttention, arguments={"attention_mask": self.attention_mask},
-                          heads=self.num_attention_heads, head_size=self.attention_head_size,
-                          out_dim=self.hidden_size, key_size=self.attention_key_size,
-                          attention_dropout=self.attention_dropout_rate,
-                          kernel_initializer=self.initializer, name=name)
+    def attention(self, x, name, index, decoding=None):
+        return self.apply_cached(x, MultiHeadAttention, decoding, f"self-{index}",
+                                 arguments={"attention_mask": self.block_attention_mask(decoding)},
+                                 heads=self.num_attention_heads, head_size=self.attention_head_size,
+                                 out_dim=self.hidden_size, key_size=self.attention_key_size,
+                                 attention_dropout=self.attention_dropout_rate,
+                                 kernel_initializer=self.initializer, name=name)
 
     def feed_forward(self, x, name):
         return self.apply(x, FeedForward, units=self.intermediate_size, activation=self.hidden_act,
                           kernel_initializer=self.initializer, name=name)
 
-    def apply_main_layers(self, inputs, index):
+    def apply_main_layers(self, inputs, index, decoding=None):
         """One pre-LN block: x = x + Attn(LN(x)); x = x + FFN(LN(x))."""
         attention = f"Transformer-{index}-MultiHeadSelfAttention"
         feed_forward = f"Transformer-{index}-FeedForward"
         x = inputs
-        h = self.apply_norm(x, f"{attention}-Norm")
-        h = self.attention(h, attention)
+        h = self.apply_norm(x, f"{attention}-Norm", decoding)
+        h = self.attention(h, attention, index, decoding)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention}-Dropout")
         x = self.apply([x, h], Add, name=f"{attention}-Add")
-        h = self.apply_norm(x, f"{feed_forward}-Norm")
+        h = self.apply_norm(x, f"{feed_forward}-Norm", decoding)
         h = self.feed_forward(h, feed_forward)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward}-Dropout")
         return self.apply([x, h], Add, name=f"{feed_forward}-Add")
 
-    def apply_final_layers(self, inputs):
-        x = self.apply_norm(inputs, "Output-Norm")
+    def apply_final_layers(self, inputs, decoding=None, logits=False):
+        x = self.apply_norm(inputs, "Output-Norm", decoding)
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Output-Dropout")
-        return self.language_model_head(x)
+        return self.language_model_head(x, logits)
 
-    def language_model_head(self, x):
-        """Logits from the token embedding used backwards, then ``final_activation``."""
+    def language_model_head(self, x, logits=False):
+        """Logits from the token embedding used backwards, then ``final_activation``
+        (not with ``logits=True``)."""
         if not self.with_lm:
             return x
         x = self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
+        if logits:
+            return x
         return self.apply(x, keras.layers.Activation, activation=self.final_activation,
                           name="LM-Activation")
 
@@ -246,26 +253,26 @@ class GPT2_ML(GPT2):
     def __init__(self, hidden_act="gelu", **kwargs):
         super().__init__(hidden_act=hidden_act, **kwargs)
 
-    def apply_embeddings(self, inputs):
-        x = self.token_position_embeddings(inputs[0])
-        return self.apply_norm(x, "Embedding-Norm")
+    def apply_embeddings(self, inputs, decoding=None):
+        x = self.token_position_embeddings(inputs[0], decoding)
+        return self.apply_norm(x, "Embedding-Norm", decoding)
 
-    def apply_main_layers(self, inputs, index):
+    def apply_main_layers(self, inputs, index, decoding=None):
         """x = x + Attn(x); x = LN1(x + FFN(LN0(x)))."""
         attention = f"Transformer-{index}-MultiHeadSelfAttention"
         feed_forward = f"Transformer-{index}-FeedForward"
         x = inputs
-        h = self.attention(x, attention)
+        h = self.attention(x, attention, index, decoding)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention}-Dropout")
         x = self.apply([x, h], Add, name=f"{attention}-Add")
-        h = self.apply_norm(x, f"{feed_forward}-Norm-0")
+        h = self.apply_norm(x, f"{feed_forward}-Norm-0", decoding)
         h = self.feed_forward(h, feed_forward)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward}-Dropout")
         x = self.apply([x, h], Add, name=f"{feed_forward}-Add")
-        return self.apply_norm(x, f"{feed_forward}-Norm-1")
+        return self.apply_norm(x, f"{feed_forward}-Norm-1", decoding)
 
-    def apply_final_layers(self, inputs):
-        return self.language_model_head(inputs)
+    def apply_final_layers(self, inputs, decoding=None, logits=False):
+        return self.language_model_head(inputs, logits)
 
     # --------------------------------------------------------------- the weights
     # (variable, GPT2-ML TF name); block names are relative to newslm/layer{i:02d}/

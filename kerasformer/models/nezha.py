@@ -56,18 +56,22 @@ class NEZHA(BERT):
         self.position_bias = None
 
     # --------------------------------------------------------------- the network
-    def apply_embeddings(self, inputs):
+    def apply_embeddings(self, inputs, decoding=None):
         """Token (+ segment) embeddings, LayerNorm, dropout; no absolute positions."""
-        x = self.apply_token_segment_embeddings(*inputs)
-        x = self.apply_norm(x, "Embedding-Norm")
+        x = self.apply_token_segment_embeddings(*inputs, decoding)
+        x = self.apply_norm(x, "Embedding-Norm", decoding)
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         if self.embedding_size != self.hidden_size:
             x = self.apply(x, keras.layers.Dense, units=self.hidden_size, use_bias=self.use_bias,
                            kernel_initializer=self.initializer, name="Embedding-Mapping")
         return x
 
-    def compute_position_bias(self, inputs):
-        """The ``[L, L, head_size]`` relative embeddings, built once and shared by all blocks."""
+    def compute_position_bias(self, inputs, decoding=None):
+        """The ``[L, L, head_size]`` relative embeddings, built once and shared by all
+        blocks; in a cached pass, the new tokens' rows over the whole cache."""
+        if decoding is not None:
+            return self.apply(inputs, RelativePositionEmbedding, arguments={"decoding": decoding},
+                              name="Embedding-Relative-Position")
         if self.position_bias is None:
             self.position_bias = self.apply(
                 inputs, RelativePositionEmbedding, max_relative_position=self.max_relative_position,
@@ -78,29 +82,31 @@ class NEZHA(BERT):
         """Constructor options of every attention layer beyond BERT's."""
         return {"position_bias_type": self.position_bias_type, "use_bias": self.use_bias}
 
-    def norm(self, x, name):
+    def norm(self, x, name, decoding=None):
         """The post-LN normalisation of the blocks (RoFormer-v2 makes it scale-free)."""
-        return self.apply_norm(x, name)
+        return self.apply_norm(x, name, decoding)
 
-    def apply_main_layers(self, inputs, index):
+    def apply_main_layers(self, inputs, index, decoding=None):
         """One post-LN block: x = LN(x + Attn(x, positions)); x = LN(x + FFN(x))."""
         attention = f"Transformer-{index}-MultiHeadSelfAttention"
         feed_forward = f"Transformer-{index}-FeedForward"
         x = inputs
-        position_bias = self.compute_position_bias(x)
-        h = self.apply(x, MultiHeadAttention,
-                       arguments={"attention_mask": self.attention_mask, "position_bias": position_bias},
-                       heads=self.num_attention_heads, head_size=self.attention_head_size,
-                       out_dim=self.hidden_size, key_size=self.attention_key_size, attention_dropout=self.attention_dropout_rate,
-                       kernel_initializer=self.initializer, name=attention, **self.attention_options())
+        position_bias = self.compute_position_bias(x, decoding)
+        arguments = {"attention_mask": self.block_attention_mask(decoding), "position_bias": position_bias}
+        h = self.apply_cached(x, MultiHeadAttention, decoding, f"self-{index}", arguments=arguments,
+                              heads=self.num_attention_heads, head_size=self.attention_head_size,
+                              out_dim=self.hidden_size, key_size=self.attention_key_size,
+                              attention_dropout=self.attention_dropout_rate,
+                              kernel_initializer=self.initializer, name=attention,
+                              **self.attention_options())
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention}-Dropout")
         x = self.apply([x, h], Add, name=f"{attention}-Add")
-        x = self.norm(x, f"{attention}-Norm")
+        x = self.norm(x, f"{attention}-Norm", decoding)
         h = self.apply(x, FeedForward, units=self.intermediate_size, activation=self.hidden_act,
                        use_bias=self.use_bias, kernel_initializer=self.initializer, name=feed_forward)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward}-Dropout")
         x = self.apply([x, h], Add, name=f"{feed_forward}-Add")
-        return self.norm(x, f"{feed_forward}-Norm")
+        return self.norm(x, f"{feed_forward}-Norm", decoding)
 
     # --------------------------------------------------------------- the weights
     hf_renames = (("bert.", "nezha."),)

@@ -56,8 +56,12 @@ class RoFormer(NEZHA):
         super().__init__(**kwargs)
         self.rotary_value = bool(rotary_value)
 
-    def compute_position_bias(self, inputs):
-        """The ``[1, L, head_size]`` rotary sinusoid, built once and shared by all blocks."""
+    def compute_position_bias(self, inputs, decoding=None):
+        """The ``[1, L, head_size]`` rotary sinusoid, built once and shared by all blocks;
+        in a cached pass, ``[batch, new tokens, head_size]`` at each row's positions."""
+        if decoding is not None:
+            return self.apply(inputs, SinusoidalPositionEmbedding, arguments={"decoding": decoding},
+                              name="Embedding-Rotary-Position")
         if self.position_bias is None:
             self.position_bias = self.apply(inputs, SinusoidalPositionEmbedding,
                                             output_dim=self.attention_key_size, merge_mode="zero",
@@ -98,19 +102,19 @@ class RoFormerV2(RoFormer):
                                    "your own head on the sequence output")
         super().__init__(layer_norm_eps=layer_norm_eps, **kwargs)
 
-    def norm(self, x, name):
-        return self.apply_norm(x, name, center=False, scale=False, rms=True)
+    def norm(self, x, name, decoding=None):
+        return self.apply_norm(x, name, decoding, center=False, scale=False, rms=True)
 
-    def apply_embeddings(self, inputs):
-        x = self.apply_token_segment_embeddings(*inputs)
+    def apply_embeddings(self, inputs, decoding=None):
+        x = self.apply_token_segment_embeddings(*inputs, decoding)
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
-        x = self.norm(x, "Embedding-Norm")
+        x = self.norm(x, "Embedding-Norm", decoding)
         if self.embedding_size != self.hidden_size:
             x = self.apply(x, keras.layers.Dense, units=self.hidden_size, use_bias=False,
                            kernel_initializer=self.initializer, name="Embedding-Mapping")
         return x
 
-    def apply_final_layers(self, inputs):
+    def apply_final_layers(self, inputs, decoding=None, logits=False):
         sequence = inputs
         if not self.with_mlm:
             return sequence
@@ -120,6 +124,8 @@ class RoFormerV2(RoFormer):
                            kernel_initializer=self.initializer, name="Output-Mapping")
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Output-MLM-Dropout")
         x = self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
+        if logits:
+            return x
         activation = "softmax" if self.with_mlm is True else self.with_mlm
         x = self.apply(x, keras.layers.Activation, activation=activation, name="Output-MLM-Activation")
         return [sequence, x] if self.with_sequence_output else x

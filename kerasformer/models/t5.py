@@ -96,9 +96,12 @@ class RelativePositionEmbeddingT5(keras.layers.Layer):
         self.embeddings = self.add_weight(name="embeddings", shape=(self.input_dim, self.output_dim),
                                           initializer=self.embeddings_initializer)
 
-    def call(self, inputs, query_offset=0, key_length=None):
-        """``query_offset``/``key_length``: cached decoding, where the queries are the
-        newest positions and the keys the whole cache."""
+    def call(self, inputs, query_offset=0, key_length=None, decoding=None):
+        """``query_offset``/``key_length``: the queries' first position and the keys'
+        length; a cached pass (``decoding``) puts the queries at its cache index and the
+        keys over the whole cache."""
+        if decoding is not None:
+            query_offset, key_length = decoding.cache_index, decoding.key_length
         queries, keys = inputs
         q_len = ops.shape(queries)[1]
         k_len = ops.shape(keys)[1] if key_length is None else key_length
@@ -116,9 +119,6 @@ class RelativePositionEmbeddingT5(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         q_shape, k_shape = input_shape
         return (1, self.output_dim, q_shape[1], k_shape[1])
-
-    def decoding_call(self, inputs, decoding, **arguments):
-        return self(inputs, query_offset=decoding.cache_index, key_length=decoding.key_length)
 
     def get_config(self):
         config = super().get_config()
@@ -155,9 +155,6 @@ class CausalMask(keras.layers.Layer):
 
     def compute_output_spec(self, token_ids):
         return keras.KerasTensor((1, 1, token_ids.shape[1], token_ids.shape[1]), dtype="bool")
-
-    def decoding_call(self, inputs, decoding, **arguments):
-        return decoding.attention_mask  # causal over the cache, built by the engine
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
@@ -335,20 +332,24 @@ class T5(Transformer):
                            kernel_initializer=self.initializer, name=f"{stack}-Embedding-Mapping")
         return x
 
-    def apply_norm(self, x, name):
+    def apply_norm(self, x, name, decoding=None):
         return super().apply_norm(x, name, center=False, rms=True)
 
-    def apply_attention(self, x, name, kv=None, mask=None, bias=None):
-        """Pre-LN residual attention: x + Attn(RMSNorm(x)) (kv: the encodings, for cross-attention)."""
+    def apply_attention(self, x, name, kv=None, mask=None, bias=None, decoding=None, key=None):
+        """Pre-LN residual attention: x + Attn(RMSNorm(x)) (kv: the encodings, for
+        cross-attention, whose cache in a cached pass is projected once)."""
         h = self.apply_norm(x, f"{name}-Norm")
         arguments = {"attention_mask": mask}
         if bias is not None:
             arguments["attention_bias"] = bias
-        h = self.apply(h if kv is None else [h, kv, kv], MultiHeadAttention, arguments=arguments,
-                       heads=self.num_attention_heads, head_size=self.attention_head_size,
-                       key_size=self.attention_key_size, out_dim=self.hidden_size, use_bias=False,
-                       attention_scale=False, attention_dropout=self.attention_dropout_rate,
-                       kernel_initializer=self.initializer, name=name)
+        if kv is not None and decoding is not None:
+            arguments["cross"] = True
+        h = self.apply_cached(h if kv is None else [h, kv, kv], MultiHeadAttention, decoding, key,
+                              arguments=arguments, heads=self.num_attention_heads,
+                              head_size=self.attention_head_size, key_size=self.attention_key_size,
+                              out_dim=self.hidden_size, use_bias=False, attention_scale=False,
+                              attention_dropout=self.attention_dropout_rate,
+                              kernel_initializer=self.initializer, name=name)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{name}-Dropout")
         return self.apply([x, h], Add, name=f"{name}-Add")
 
@@ -378,12 +379,18 @@ class T5(Transformer):
         return self.apply([x, token_ids], ZeroPadding, pad_id=self.pad_token_id,
                           name="Encoder-Output-Masked")
 
-    def call_decoder(self, context, token_ids):
-        """Encodings and decoder token ids -> next-token probabilities (see ``with_lm``)."""
+    def call_decoder(self, context, token_ids, decoding=None):
+        """Encodings and decoder token ids -> next-token probabilities (see ``with_lm``).
+        ``decoding``: a cached pass (``Transformer.call``), which brings the causal mask
+        over its cache and gets logits."""
         context_mask = self.apply(context, ContextMask, name="Decoder-Context-Mask")
-        causal = self.apply(token_ids, CausalMask, name="Decoder-Attention-Mask")
+        if decoding is None:
+            causal = self.apply(token_ids, CausalMask, name="Decoder-Attention-Mask")
+        else:
+            causal = decoding.attention_mask
         x = self.apply_token_embedding(token_ids, "Decoder")
         bias = self.apply([x, x], RelativePositionEmbeddingT5,
+                          arguments=None if decoding is None else {"decoding": decoding},
                           input_dim=self.relative_attention_num_buckets,
                           output_dim=self.num_attention_heads, bidirectional=False,
                           max_distance=self.relative_attention_max_distance,
@@ -391,14 +398,18 @@ class T5(Transformer):
                           name="Decoder-Embedding-Relative-Position")
         for index in range(self.num_decoder_layers):
             name = f"Decoder-Transformer-{index}"
-            x = self.apply_attention(x, f"{name}-MultiHeadSelfAttention", mask=causal, bias=bias)
-            x = self.apply_attention(x, f"{name}-MultiHeadCrossAttention", kv=context, mask=context_mask)
+            x = self.apply_attention(x, f"{name}-MultiHeadSelfAttention", mask=causal, bias=bias,
+                                     decoding=decoding, key=f"self-{index}")
+            x = self.apply_attention(x, f"{name}-MultiHeadCrossAttention", kv=context,
+                                     mask=context_mask, decoding=decoding, key=f"cross-{index}")
             x = self.apply_feed_forward(x, f"{name}-FeedForward")
         x = self.apply_norm(x, "Decoder-Output-Norm")
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Decoder-Output-Dropout")
         if not self.with_lm:
             return x
         x = self.apply_lm_head(x)
+        if decoding is not None:  # generation decodes from logits
+            return x
         activation = "softmax" if self.with_lm is True else self.with_lm
         return self.apply(x, keras.layers.Activation, activation=activation,
                           name="Decoder-Output-LM-Activation")

@@ -132,13 +132,24 @@ class Transformer:
         model._kerasformer_transformer = self
         return model
 
-    def call(self, inputs):
-        x = self.apply_embeddings(inputs)
+    def call(self, inputs, decoding=None):
+        """The forward pass: symbolic while the model is built, and on real tensors as the
+        cached forward pass of generation, where ``decoding`` (a
+        ``kerasformer.generation.engine.DecodingState``) is handed down to the hooks and by
+        them to the layers that use it; the heads then return logits."""
+        x = self.apply_embeddings(inputs, decoding)
         for index in range(self.num_hidden_layers):
-            x = self.apply_main_layers(x, index)
-        if self._decoding is not None:  # a prefill needs the heads at the last position only
-            x = self._decoding.before_heads(x)
-        return self.apply_final_layers(x)
+            x = self.apply_main_layers(x, index, decoding)
+        if decoding is None:
+            return self.apply_final_layers(x)
+        if decoding.last_only:  # a prefill predicts from its last position only
+            x = x[:, -1:]
+        return self.apply_final_layers(x, decoding, logits=True)
+
+    def block_attention_mask(self, decoding):
+        """The mask every block's self-attention uses: the one built from the token ids
+        (``compute_attention_mask``), or the cached pass's."""
+        return self.attention_mask if decoding is None else decoding.attention_mask
 
     @property
     def mask_id(self):
@@ -147,13 +158,15 @@ class Transformer:
         layers and the CRF read it."""
         return self.pad_token_id
 
-    def apply_norm(self, x, name, **kwargs):
+    def apply_norm(self, x, name, decoding=None, **kwargs):
         """LayerNorm ``name`` on ``x`` (``kwargs`` for the layer); conditional on
-        ``layer_norm_cond`` when the model has one, as every norm is in bert4keras."""
+        ``layer_norm_cond`` when the model has one, as every norm is in bert4keras (a cached
+        pass carries the condition's value for its batch)."""
         kwargs.setdefault("epsilon", self.layer_norm_eps)
         if self.layer_norm_cond is None:
             return self.apply(x, LayerNorm, name=name, **kwargs)
-        return self.apply([x, self.layer_norm_cond], LayerNorm, conditional=True,
+        cond = self.layer_norm_cond if decoding is None else decoding.layer_norm_cond
+        return self.apply([x, cond], LayerNorm, conditional=True,
                           hidden_units=self.layer_norm_cond_hidden_size,
                           hidden_activation=self.layer_norm_cond_hidden_act,
                           hidden_initializer=self.initializer, name=name, **kwargs)
@@ -173,10 +186,20 @@ class Transformer:
             self.layers[name] = self._create_layer(layer, kwargs)
         if inputs is None:
             return self.layers[name]
-        if self._decoding is not None:
-            return self._decoding.call_layer(self.layers[name], inputs, dict(arguments or {}))
         with self._dtype_scope():  # sub-layers are created on the first call
             return self.layers[name](inputs, **(arguments or {}))
+
+    def apply_cached(self, inputs, layer, decoding, key, arguments=None, **kwargs):
+        """``apply`` for a layer that keeps a cache while decoding (``MultiHeadAttention``):
+        in a cached pass it gets the state and its entry ``decoding.caches[key]``, and
+        returns its output and new cache, which goes back under ``key``. ``key`` names the
+        application, not the layer (``"self-3"`` for block 3), so a layer shared across
+        depth (ALBERT) keeps one cache per block."""
+        if decoding is None:
+            return self.apply(inputs, layer, arguments, **kwargs)
+        arguments = dict(arguments or {}, decoding=decoding, cache=decoding.caches.get(key))
+        output, decoding.caches[key] = self.apply(inputs, layer, arguments, **kwargs)
+        return output
 
     # layers whose activations recompute=True does not keep for the backward pass: the
     # attention scores/probabilities and the feed-forward expansion, most of a block's memory
@@ -205,38 +228,20 @@ class Transformer:
             return contextlib.nullcontext()
         return _global_dtype_policy(self.dtype_policy)
 
-    _decoding = None  # a generation.engine.DecodingPass while a cached forward pass runs
-    per_call_tensors = ("attention_mask", "position_bias")  # built once per forward pass
-
-    def cached_call(self, inputs, decoding, call=None):
-        """Run the network eagerly on real tensors through the layers already built, with
-        ``decoding`` (see ``kerasformer.generation.engine``) supplying the attention mask,
-        the position ids and the key/value caches. The graph-building code above doubles
-        as the incremental forward pass, so a family gets cached decoding for free as long
-        as every layer goes through ``apply``."""
-        # tensors memoised per forward pass (see compute_attention_mask and the families'
-        # compute_position_bias) hold the symbolic ones of the build: recompute them here
-        saved = {name: getattr(self, name, None) for name in self.per_call_tensors}
-        for name in self.per_call_tensors:
-            setattr(self, name, None)
-        self.attention_mask, self._decoding = decoding.attention_mask, decoding
-        try:
-            return (call or self.call)(inputs)
-        finally:
-            for name, value in saved.items():
-                setattr(self, name, value)
-            self._decoding = None
-
     def get_inputs(self):
         raise NotImplementedError
 
-    def apply_embeddings(self, inputs):
+    # The hooks take the cached pass's state (None while building) and hand it to the
+    # layers that use it: attention (apply_cached), positions, conditional norms.
+    def apply_embeddings(self, inputs, decoding=None):
         raise NotImplementedError
 
-    def apply_main_layers(self, inputs, index):
+    def apply_main_layers(self, inputs, index, decoding=None):
         raise NotImplementedError
 
-    def apply_final_layers(self, inputs):
+    def apply_final_layers(self, inputs, decoding=None, logits=False):
+        """The heads; ``logits=True`` (generation) asks for the vocabulary logits alone,
+        without the final activation."""
         raise NotImplementedError
 
     def compute_attention_mask(self, token_ids, segment_ids):
