@@ -123,6 +123,6 @@ def test_autoregressive_decoder_runs_a_conditional_model(models):
     prompt, label = PROMPTS[0], LABELS[1]
     decoder = Generator(start_id=None, end_id=39, maxlen=4)
     ids = decoder.beam_search([prompt, [0] * len(prompt), [label]], topk=1)
-    assert list(ids) == generate(model, [prompt], 4, extra_inputs=[[[label]]])[0]
+    assert list(ids) == generate(model, [prompt], 4, end_id=39, extra_inputs=[[[label]]])[0]
     samples = decoder.random_sample([prompt, [0] * len(prompt), [label]], 2, topk=3)
     assert len(samples) == 2 and all(0 < t < 40 for row in samples for t in row)
