@@ -227,41 +227,56 @@ class TrieConstraint(Constraint):
         return dict(rows, node=ops.cast(child, "int32"))
 
 
-def prefix_mask(fn, output_ids, vocab, end_id):
-    """The mask of a plain prefix function ``fn(prefix ids) -> allowed ids`` (Python, for
-    the NumPy-driven ``AutoRegressiveDecoder``): bool ``[rows, vocab]``."""
-    mask = np.zeros((len(output_ids), vocab), bool)
-    for row, ids in enumerate(output_ids):
-        allowed = np.asarray(list(fn([int(t) for t in ids])), dtype=np.int64).reshape(-1)
-        if allowed.size and (allowed.min() < 0 or allowed.max() >= vocab):
-            raise KerasformerError(f"the prefix function allowed a token id outside [0, {vocab})")
-        mask[row, allowed] = True
-    return mask
-
-
 def _tensors(arrays):
     return {k: ops.convert_to_tensor(v) for k, v in arrays.items()}
 
 
-class HostConstraint:
-    """A :class:`Constraint` driven from NumPy, one step at a time (``AutoRegressiveDecoder``
-    and other Python loops): the same state, reordered with :meth:`take`."""
+class Guide:
+    """A constraint driven from NumPy one step at a time, for Python decoding loops such
+    as ``AutoRegressiveDecoder``: a :class:`Constraint` (its state kept as NumPy and
+    reordered with :meth:`take`, like the loop's own arrays) or a plain prefix function
+    ``fn(prefix ids) -> allowed ids`` (the end token is allowed only where ``fn`` says so).
+    """
 
-    def __init__(self, constraint, batch, end_id):
-        if end_id is None:
-            raise KerasformerError("decoding with a constraint needs an end token (end_id)")
-        self.constraint, self.end_id = constraint, end_id
-        self.rows, shared = constraint.init(batch)
-        self.shared = _tensors(shared)
+    def __init__(self, constraint, end_id, batch=1):
+        self.fn = self.constraint = None
+        if isinstance(constraint, Constraint):
+            if end_id is None:
+                raise KerasformerError("decoding with a constraint needs an end token (end_id)")
+            self.constraint, self.end_id = constraint, end_id
+            self.rows, shared = constraint.init(batch)
+            self.shared = _tensors(shared)
+        elif callable(constraint):
+            self.fn = constraint
+        else:
+            raise KerasformerError("constraint must be a Constraint (SpanConstraint, TrieConstraint...) "
+                                   "or a function of the prefix ids returning the allowed ids")
 
-    def mask(self, vocab):
-        return np.asarray(ops.convert_to_numpy(
-            allowed_mask(self.constraint, _tensors(self.rows), self.shared, vocab, self.end_id)), bool)
+    def mask(self, output_ids, vocab, every_row=True):
+        """bool ``[rows, vocab]`` for the current outputs (one row each). An error if a
+        row (``every_row``, as sampling needs) or all rows (a beam can drop a row) have
+        no allowed token."""
+        if self.fn is not None:
+            mask = np.zeros((len(output_ids), vocab), bool)
+            for row, ids in enumerate(output_ids):
+                allowed = np.asarray(list(self.fn([int(t) for t in ids])), dtype=np.int64).reshape(-1)
+                if allowed.size and (allowed.min() < 0 or allowed.max() >= vocab):
+                    raise KerasformerError(f"the prefix function allowed a token id outside [0, {vocab})")
+                mask[row, allowed] = True
+        else:
+            mask = np.asarray(ops.convert_to_numpy(allowed_mask(
+                self.constraint, _tensors(self.rows), self.shared, vocab, self.end_id)), bool)
+        if not (mask.any(axis=1).all() if every_row else mask.any()):
+            raise KerasformerError("the constraint allows no token at all for an output: it cannot go on")
+        return mask
 
     def take(self, index):
-        self.rows = {k: np.asarray(v)[np.asarray(index)] for k, v in self.rows.items()}
+        """Reorder (and repeat or drop) the rows as the loop reorders its outputs."""
+        if self.constraint is not None:
+            self.rows = {k: np.asarray(v)[np.asarray(index)] for k, v in self.rows.items()}
 
     def update(self, token):
-        rows = self.constraint.update(_tensors(self.rows), self.shared,
-                                      ops.convert_to_tensor(np.asarray(token, "int32")))
-        self.rows = {k: ops.convert_to_numpy(v) for k, v in rows.items()}
+        if self.constraint is not None:
+            token = ops.convert_to_tensor(np.asarray(token, "int32").reshape(-1))
+            rows = self.constraint.update(_tensors(self.rows), self.shared, token)
+            self.rows = {k: np.asarray(ops.convert_to_numpy(v)) for k, v in rows.items()}
