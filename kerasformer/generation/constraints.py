@@ -112,13 +112,19 @@ class SpanConstraint(Constraint):
     position, after a token the positions right after each place where the output so
     far ends. The end token is allowed once the output is non-empty (from the start
     too with ``allow_empty=True``, so that a model can answer "nothing here").
+    ``length`` pads the sequences to that many tokens (default: the longest, rounded up
+    to 16): one fixed length serves every batch with one compiled program.
     """
 
-    def __init__(self, sequences, allow_empty=False):
+    def __init__(self, sequences, allow_empty=False, length=None):
         self.sequences = _id_lists(sequences, "span sequences")
         if not self.sequences or any(len(s) == 0 for s in self.sequences):
             raise KerasformerError("SpanConstraint needs non-empty token sequences")
         self.allow_empty = bool(allow_empty)
+        longest = max(map(len, self.sequences))
+        if length is not None and length < longest:
+            raise KerasformerError(f"SpanConstraint length={length} is shorter than a sequence ({longest})")
+        self.length = length
 
     def key(self):
         return (self.allow_empty,)
@@ -129,7 +135,7 @@ class SpanConstraint(Constraint):
 
     def init(self, batch):
         sequences = _per_row(self.sequences, batch, "span sequences")
-        length = _bucket(max(map(len, sequences)))
+        length = self.length or _bucket(max(map(len, sequences)))
         tokens = np.zeros((batch, length), "int32")
         valid = np.zeros((batch, length), bool)
         for row, seq in enumerate(sequences):
