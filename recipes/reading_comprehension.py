@@ -190,12 +190,10 @@ def parse_args(argv=None):
     p.add_argument("--examples", type=int, default=10)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--smoke", action="store_true", help="a tiny run: a few examples, tiny model")
+    if "--smoke" in (sys.argv[1:] if argv is None else argv):  # tiny defaults; explicit options win
+        p.set_defaults(max_train=24, max_test=4, epochs=1, layers=1, hidden_size=32, window=48, stride=40,
+                       max_q_len=16, max_a_len=6, batch_size=8, beam=2, min_count=1, examples=2)
     args = p.parse_args(argv)
-    if args.smoke:
-        args.max_train, args.max_test, args.epochs = 24, 4, 1
-        args.layers, args.hidden_size, args.window, args.stride = 1, 32, 48, 40
-        args.max_q_len, args.max_a_len, args.batch_size, args.beam = 16, 6, 8, 2
-        args.min_count, args.examples = 1, 2
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not args.variants or set(args.variants) - {"seq2seq", "mlm"}:
         raise SystemExit("--variants: seq2seq and/or mlm")
