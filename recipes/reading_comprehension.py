@@ -16,8 +16,9 @@ abstains: the empty answer, which the model learns on windows without the answer
 the answers vote: an answer found with scores ``s_i`` gets ``sum(s_i^2) / (sum(s_i) + 1)``
 (the MLM script's vote; the seq2seq script mixes the windows' distributions at every step
 instead, which needs an uncached decoder -- here each window's answer score is its beam
-probability). Training follows the articles: each epoch, a random window per question,
-whose target is the answer if the window holds it, else the empty answer.
+probability). Training follows the articles: each epoch, one window per question, whose
+target is the answer if the window holds it, else the empty answer; as CMRC passages span
+several windows, ``--positive-share`` of the examples take a window holding the answer.
 
 Data: ``../shared/data/cmrc2018``: trains on ``dev.json``, evaluates on ``trial.json`` with
 the official CMRC 2018 evaluation (``cmrc_f1`` / ``cmrc_em``: character-level F1 of the
@@ -184,6 +185,9 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-train", type=int, default=0, help="first N training questions (0: all)")
     p.add_argument("--max-test", type=int, default=300, help="first N test questions (0: all)")
+    p.add_argument("--positive-share", type=float, default=0.5,
+                   help="training: share of examples whose window holds the answer (the rest: a random "
+                        "window, usually the empty answer); CMRC passages are longer than a window")
     p.add_argument("--beam", type=int, default=3)
     p.add_argument("--decode-batch", type=int, default=32, help="windows per engine call")
     p.add_argument("--seed", type=int, default=42)
@@ -266,7 +270,11 @@ def batches(encoded, variant, ids, args, rng):
         tokens, segments, targets = [], [], []
         for j in order[i:i + args.batch_size]:
             q, wins = encoded.items[j]
-            p, a = wins[rng.integers(len(wins))]
+            holding = [w for w in wins if w[1]]
+            if holding and rng.random() < args.positive_share:
+                p, a = holding[rng.integers(len(holding))]
+            else:
+                p, a = wins[rng.integers(len(wins))]
             if variant == "seq2seq":
                 t, s = seq2seq_example(cls, sep, q, p, a)
                 y = [-1] * len(t)
@@ -316,7 +324,13 @@ def vote(found):
 
 def answer_seq2seq(model, tokenizer, encoded, ids, args):
     """Every window of every question through the engine's constrained beam search, in
-    batches of windows of similar length; then the windows of a question vote."""
+    batches of windows of similar length; then the windows of a question vote.
+
+    Every window gives a non-empty span, scored by its probability (which includes the
+    model's belief that the answer starts at all: a window without the answer puts its
+    mass on the end token and scores low). The articles let a window abstain when the end
+    token is its most probable first token; every CMRC question has an answer in its
+    passage, and a model trained from scratch abstains everywhere, so here none does."""
     from kerasformer import generate
     from kerasformer.generation.constraints import SpanConstraint
 
@@ -329,13 +343,13 @@ def answer_seq2seq(model, tokenizer, encoded, ids, args):
     with common.progress(total=len(jobs), quiet=args.quiet, desc="answering (seq2seq)", unit="window") as bar:
         for i in range(0, len(jobs), args.decode_batch):
             chunk = jobs[i:i + args.decode_batch]
-            constraint = SpanConstraint([p for _, p, _ in chunk], allow_empty=True, length=span_length)
+            constraint = SpanConstraint([p for _, p, _ in chunk], length=span_length)
             beams = generate(model, [prompt for _, _, prompt in chunk], args.max_a_len, strategy="beam",
                              num_beams=args.beam, end_id=sep, constraint=constraint, return_all_beams=True)
             for (k, _, _), rows in zip(chunk, beams):
                 tokens, logp = rows[0]
                 text = _clean(tokenizer.decode([t for t in tokens if t != sep]))
-                if text:  # the empty answer: this window abstains
+                if text:
                     found[k].setdefault(text, []).append(math.exp(logp))
             bar.update(len(chunk))
     return [vote(f) for f in found]
@@ -344,7 +358,8 @@ def answer_seq2seq(model, tokenizer, encoded, ids, args):
 def answer_mlm(model, tokenizer, encoded, ids, args):
     """The MLM script's decoding: all answer positions in one pass, then position by
     position the most probable token that keeps the answer a span of the window (the end
-    token always allowed); score = mean probability of the chosen tokens; windows vote."""
+    token once the answer is non-empty, see ``answer_seq2seq``); score = mean probability
+    of the chosen tokens; windows vote."""
     from kerasformer import sequence_padding
     from kerasformer.backend import predict
     from kerasformer.generation.constraints import Guide, SpanConstraint
@@ -360,7 +375,7 @@ def answer_mlm(model, tokenizer, encoded, ids, args):
             length = common.bucket_length(max(len(t) for _, _, t in chunk), 32)
             tokens = sequence_padding([t for _, _, t in chunk], length).astype("int32")
             probs = np.asarray(predict(model, [tokens, np.zeros_like(tokens)]))[:, 1: 1 + args.max_a_len]
-            guide = Guide(SpanConstraint([p for _, p, _ in chunk], allow_empty=True), sep, batch=len(chunk))
+            guide = Guide(SpanConstraint([p for _, p, _ in chunk]), sep, batch=len(chunk))
             answers = [[] for _ in chunk]
             scores = np.zeros(len(chunk))
             done = np.zeros(len(chunk), bool)
