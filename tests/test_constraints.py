@@ -7,9 +7,9 @@ import pytest
 
 from kerasformer import build_transformer_model, generate
 from kerasformer.errors import KerasformerError
-from kerasformer.generation.autoregressive import AutoRegressiveDecoder
 from kerasformer.generation.constraints import Guide, SpanConstraint, TrieConstraint
 
+from test_autoregressive import make_decoder
 from test_generation import randomize_, sequence_log_prob, uncached_greedy
 
 END = 1
@@ -129,15 +129,7 @@ def test_constrained_beam_search_equals_exhaustive_search(model, kind):
 
 
 def _decoder(model, maxlen):
-    class Reader(AutoRegressiveDecoder):
-        @AutoRegressiveDecoder.wraps(default_rtype="probas")
-        def predict(self, inputs, output_ids, states):
-            token_ids, segment_ids = inputs
-            token_ids = np.concatenate([token_ids, output_ids], 1)
-            segment_ids = np.concatenate([segment_ids, np.ones_like(output_ids)], 1)
-            return self.last_token(model).predict([token_ids, segment_ids])
-
-    return Reader(start_id=None, end_id=END, maxlen=maxlen)
+    return make_decoder(model, start_id=None, end_id=END, maxlen=maxlen)
 
 
 def test_autoregressive_decoder_sampling_and_greedy_stay_in_the_set(model):
