@@ -1,5 +1,7 @@
-"""Decoding: the cached engine (``generate``) and bert4keras' ``AutoRegressiveDecoder``."""
+"""Decoding: the cached engine (``generate``), its allowed-token constraints and
+bert4keras' ``AutoRegressiveDecoder``."""
 from kerasformer.generation.autoregressive import AutoRegressiveDecoder
+from kerasformer.generation.constraints import SpanConstraint, TrieConstraint
 from kerasformer.generation.engine import generate
 
-__all__ = ["AutoRegressiveDecoder", "generate"]
+__all__ = ["AutoRegressiveDecoder", "SpanConstraint", "TrieConstraint", "generate"]

@@ -40,6 +40,7 @@ import numpy as np
 from keras import ops
 
 from kerasformer import backend
+from kerasformer.generation.constraints import Guide
 from kerasformer.layers import PositionEmbedding
 from kerasformer.snippets import softmax
 
@@ -270,8 +271,12 @@ class AutoRegressiveDecoder:
         """
         raise NotImplementedError
 
-    def beam_search(self, inputs, topk, states=None, temperature=1, min_ends=1):
+    def beam_search(self, inputs, topk, states=None, temperature=1, min_ends=1, constraint=None):
         """Beam search with beam size ``topk``; returns the best output ids.
+
+        ``constraint`` (a ``kerasformer.generation.constraints.Constraint`` or a function
+        of the output ids so far returning the allowed next ids) removes every other id
+        at each step (its log-probability becomes -1e9; the allowed ones keep the model's).
 
         A candidate is finished once it holds ``min_ends`` end ids; as soon as the
         best-scoring candidate is finished (and at least ``minlen`` ids long) it is
@@ -280,10 +285,15 @@ class AutoRegressiveDecoder:
         """
         inputs = [np.array([i]) for i in inputs]
         output_ids, output_scores = self.first_output_ids, np.zeros(1)
+        guide = None if constraint is None else Guide(constraint, self.end_id)
         for step in range(self.maxlen):
             scores, states = self.predict(inputs, output_ids, states, temperature, "logits")
-            # keep the topk (a beam wider than all candidates keeps them all)
-            k = min(topk, scores.size)
+            if guide is not None:
+                allowed = guide.mask(output_ids, scores.shape[-1], every_row=False)
+                scores = np.where(allowed, scores, -1e9)
+            # keep the topk (a beam wider than all candidates keeps them all; with a
+            # constraint, all allowed ones)
+            k = min(topk, scores.size if guide is None else int(allowed.sum()))
             if len(inputs[0]) != k:  # every row is the same input: one row per candidate
                 inputs = [np.repeat(i[:1], k, axis=0) for i in inputs]
             scores = output_scores.reshape((-1, 1)) + scores  # accumulated log-probabilities
@@ -292,6 +302,9 @@ class AutoRegressiveDecoder:
             indices_2 = (indices % scores.shape[1]).reshape((-1, 1))  # which next id
             output_ids = np.concatenate([output_ids[indices_1], indices_2], 1)
             output_scores = np.take_along_axis(scores, indices, axis=None)
+            if guide is not None:
+                guide.take(indices_1)
+                guide.update(indices_2[:, 0])
             end_counts = (output_ids == self.end_id).sum(1)
             if output_ids.shape[1] >= self.minlen:
                 best_one = output_scores.argmax()
@@ -304,24 +317,30 @@ class AutoRegressiveDecoder:
                     inputs = [i[flag] for i in inputs]
                     output_ids = output_ids[flag]
                     output_scores = output_scores[flag]
+                    if guide is not None:
+                        guide.take(flag)
                     end_counts = end_counts[flag]
                     topk = flag.sum()
         return output_ids[output_scores.argmax()]
 
     def random_sample(self, inputs, n, topk=None, topp=None, states=None, temperature=1,
-                      min_ends=1):
+                      min_ends=1, constraint=None):
         """Draw ``n`` outputs; returns a list of ``n`` id arrays (finished ones first).
 
         ``topk`` samples each step among the ``topk`` most probable ids only; ``topp``
         among the most probable ids whose probabilities first add up to ``topp``
         (nucleus sampling); both may be given (top-k first). Draws come from NumPy's
-        global generator, so ``np.random.seed`` makes them reproducible.
+        global generator, so ``np.random.seed`` makes them reproducible. ``constraint`` as
+        in :meth:`beam_search`: draws are made among the allowed ids only.
         """
         inputs = [np.array([i]) for i in inputs]
         output_ids = self.first_output_ids
         results = []
+        guide = None if constraint is None else Guide(constraint, self.end_id)
         for step in range(self.maxlen):
             probas, states = self.predict(inputs, output_ids, states, temperature, "probas")
+            if guide is not None:
+                probas = np.where(guide.mask(output_ids, probas.shape[-1]), probas, 0.0)
             probas /= probas.sum(axis=1, keepdims=True)  # make sure they sum to one
             if step == 0:  # one row until the first prediction, then n
                 probas = np.repeat(probas, n, axis=0)
@@ -349,6 +368,10 @@ class AutoRegressiveDecoder:
             if topk is not None:
                 sample_ids = np.take_along_axis(k_indices, sample_ids, axis=1)
             output_ids = np.concatenate([output_ids, sample_ids], 1)
+            if guide is not None:
+                if step == 0:
+                    guide.take(np.zeros(n, int))
+                guide.update(sample_ids[:, 0])
             end_counts = (output_ids == self.end_id).sum(1)
             if output_ids.shape[1] >= self.minlen:
                 flag = end_counts == min_ends  # finished ones are set aside
@@ -358,6 +381,8 @@ class AutoRegressiveDecoder:
                     flag = ~flag
                     inputs = [i[flag] for i in inputs]
                     output_ids = output_ids[flag]
+                    if guide is not None:
+                        guide.take(flag)
                     end_counts = end_counts[flag]
                     if len(output_ids) == 0:
                         break

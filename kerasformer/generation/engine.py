@@ -21,9 +21,13 @@ from keras import ops
 
 from kerasformer import backend, validation
 from kerasformer.errors import KerasformerError
+from kerasformer.generation import constraints as constraints_lib
 from kerasformer.generation import text
 
 NEG = -1e9  # "impossible" score: finite, so sums and log-softmax never produce NaN
+# a token a constraint forbids: below NEG, so that a token banned by min_new_tokens (NEG)
+# but the only one the constraint allows still wins: the constraint has the last word
+FORBIDDEN = 2 * NEG
 PROMPT_BUCKET = 16
 
 
@@ -225,7 +229,9 @@ class DecoderOnlyEngine:
 
     def _start(self, options, max_new, prefill, seed, tokens, valid, positions, lengths, *extra):
         """The loop's state after the prefill: one row per prompt and beam."""
-        (strategy, num_beams, top_k, top_p, temperature, penalty, end_id, min_new) = options
+        (strategy, num_beams, top_k, top_p, temperature, penalty, end_id, min_new, constraint) = options
+        if constraint is not None:  # its state comes last: (per-row dict, shared dict)
+            *extra, constrained, shared = extra
         batch = tokens.shape[0]
         vocab = self.vocab_size
         logits, caches, key_valid = prefill(tokens, valid, positions, *extra)
@@ -238,15 +244,20 @@ class DecoderOnlyEngine:
             expand = lambda x: ops.repeat(x, beams, axis=0)  # noqa: E731
             logits, key_valid, seen, lengths = map(expand, (logits, key_valid, seen, lengths))
             caches = {k: tuple(expand(t) for t in v) for k, v in caches.items()}
+            if constraint is not None:
+                constrained = {k: expand(v) for k, v in constrained.items()}
         scores = ops.reshape(ops.tile(ops.convert_to_tensor([0.0] + [NEG] * (beams - 1)), [batch]), (rows,))
-        return dict(step=ops.convert_to_tensor(0, "int32"), logits=logits, caches=caches,
-                    key_valid=key_valid, seen=seen, positions=ops.cast(lengths, "int32"),
-                    out=ops.zeros((rows, max_new), "int32"), finished=ops.zeros((rows,), "bool"),
-                    scores=ops.cast(scores, "float32"), seed=seed)
+        state = dict(step=ops.convert_to_tensor(0, "int32"), logits=logits, caches=caches,
+                     key_valid=key_valid, seen=seen, positions=ops.cast(lengths, "int32"),
+                     out=ops.zeros((rows, max_new), "int32"), finished=ops.zeros((rows,), "bool"),
+                     scores=ops.cast(scores, "float32"), seed=seed)
+        if constraint is not None:  # per-row state (reordered with the beams) and shared data
+            state.update(constraint=constrained, constraint_data=shared)
+        return state
 
     def _body(self, options, s):
         """One turn of the loop: choose every row's next token, then run the step."""
-        (strategy, beams, top_k, top_p, temperature, penalty, end_id, min_new) = options
+        (strategy, beams, top_k, top_p, temperature, penalty, end_id, min_new, constraint) = options
         rows, max_new = s["out"].shape
         max_len = s["key_valid"].shape[1]
         batch, vocab = rows // beams, self.vocab_size
@@ -257,8 +268,13 @@ class DecoderOnlyEngine:
         finished = s["finished"]
         out, caches, key_valid, seen, positions = s["out"], s["caches"], s["key_valid"], s["seen"], s["positions"]
         scores = s["scores"]
+        if constraint is not None:
+            allowed = constraints_lib.allowed_mask(constraint, s["constraint"], s["constraint_data"], vocab, end_id)
+            constrained = s["constraint"]
         if strategy == "beam":
             logp = ops.log_softmax(logits / temperature, axis=-1)
+            if constraint is not None:  # scores stay the model's log-probabilities
+                logp = ops.where(allowed, logp, FORBIDDEN)
             only_fill = ops.where(vocab_ids == fill, 0.0, NEG)[None, :]
             logp = ops.where(finished[:, None], only_fill, logp)
             candidates = ops.reshape(scores[:, None] + logp, (batch, beams * vocab))
@@ -269,7 +285,11 @@ class DecoderOnlyEngine:
             take = lambda x: ops.take(x, source, axis=0)  # noqa: E731
             out, finished, key_valid, seen, positions = map(take, (out, finished, key_valid, seen, positions))
             caches = {k: tuple(take(t) for t in v) for k, v in caches.items()}
+            if constraint is not None:
+                constrained = {k: take(v) for k, v in constrained.items()}
         else:
+            if constraint is not None:  # sampling draws within the allowed tokens
+                logits = ops.where(allowed, logits, FORBIDDEN)
             if strategy == "sample":
                 logits = filter_logits(logits, top_k, top_p, temperature)
                 token = sample(logits, backend.uniform_noise(ops.shape(logits), s["seed"], step))
@@ -285,9 +305,13 @@ class DecoderOnlyEngine:
         column = max_len - max_new + step
         key_valid = ops.logical_or(key_valid, (ops.arange(max_len) == column)[None, :])
         logits, caches = self.step(token, column, positions, key_valid, caches)
-        return dict(step=step + 1, logits=logits, caches=caches, key_valid=key_valid, seen=seen,
-                    positions=positions + 1, out=out, finished=finished, scores=scores,
-                    seed=s["seed"])
+        new = dict(step=step + 1, logits=logits, caches=caches, key_valid=key_valid, seen=seen,
+                   positions=positions + 1, out=out, finished=finished, scores=scores,
+                   seed=s["seed"])
+        if constraint is not None:
+            new.update(constraint=constraint.update(constrained, s["constraint_data"], token),
+                       constraint_data=s["constraint_data"])
+        return new
 
     # -- public --------------------------------------------------------------
     def layout(self, prompts, max_new):
@@ -344,8 +368,15 @@ class DecoderOnlyEngine:
 
     def generate(self, prompts, max_new_tokens, options, seed=None, extra_inputs=None):
         arrays = self.arrays(prompts, max_new_tokens, extra_inputs)
-        program = self.program(options, tuple(a.shape for a in arrays), max_new_tokens)
-        out, scores, steps = program(_seed(seed), *(ops.convert_to_tensor(x) for x in arrays))
+        inputs = [ops.convert_to_tensor(x) for x in arrays]
+        shapes = tuple(a.shape for a in arrays)
+        constraint = options[-1]
+        if constraint is not None:  # its data is program input: new data, same program
+            state = constraint.init(len(prompts))
+            shapes += tuple((k, v.shape) for part in state for k, v in sorted(part.items()))
+            inputs += [{k: ops.convert_to_tensor(v) for k, v in part.items()} for part in state]
+        program = self.program(options, shapes, max_new_tokens)
+        out, scores, steps = program(_seed(seed), *inputs)
         return (ops.convert_to_numpy(out)[:, : int(ops.convert_to_numpy(steps))],
                 ops.convert_to_numpy(scores))
 
@@ -425,7 +456,7 @@ def _trim(tokens, end_id):
 
 def generate(model, prompts, max_new_tokens, strategy="greedy", num_beams=4, top_k=None, top_p=None,
              temperature=1.0, repetition_penalty=1.0, end_id=None, min_new_tokens=0, seed=None,
-             stream=False, return_all_beams=False, tokenizer=None, extra_inputs=None):
+             stream=False, return_all_beams=False, tokenizer=None, extra_inputs=None, constraint=None):
     """Generate continuations of ``prompts`` (a list of token-id lists, ragged).
 
     Text in, text out: with ``tokenizer`` (a tokenizer, or a model folder holding one),
@@ -444,13 +475,20 @@ def generate(model, prompts, max_new_tokens, strategy="greedy", num_beams=4, top
     ``extra_inputs``: for a model built with ``additional_input_layers`` (e.g. the label
     of a conditional LayerNorm, ``layer_norm_cond``), one array per such input with one
     row per prompt; they feed the prefill and every step.
+
+    ``constraint`` (a :class:`kerasformer.generation.constraints.Constraint`, e.g.
+    ``SpanConstraint`` or ``TrieConstraint``) restricts every step to the tokens it allows
+    (the end token where it allows ending); it needs ``end_id`` and runs inside the
+    compiled loop. With it, beam scores stay the model's log-probabilities (forbidden
+    tokens are removed, not renormalised away), and beams that found no allowed
+    continuation are left out of ``return_all_beams``.
     """
     if tokenizer is not None or text.is_text(prompts):
         return text.generate_text(
             generate, engine_for(model).kind, model, prompts, max_new_tokens, tokenizer, end_id,
             stream, return_all_beams, strategy=strategy, num_beams=num_beams, top_k=top_k,
             top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty,
-            min_new_tokens=min_new_tokens, seed=seed, extra_inputs=extra_inputs)
+            min_new_tokens=min_new_tokens, seed=seed, extra_inputs=extra_inputs, constraint=constraint)
     engine = engine_for(model)
     # every argument checked before anything is compiled or allocated (kerasformer.validation)
     top_k = validation.check_generate_args(
@@ -460,14 +498,24 @@ def generate(model, prompts, max_new_tokens, strategy="greedy", num_beams=4, top
     max_new_tokens = int(max_new_tokens)
     if engine.max_position is None:  # no position table bounds the caches: a documented cap
         validation.check_decode_length(max(map(len, prompts)), max_new_tokens)
+    if constraint is not None:
+        if not isinstance(constraint, constraints_lib.Constraint):
+            raise KerasformerError("constraint must be a kerasformer.generation.constraints.Constraint "
+                                   "(SpanConstraint, TrieConstraint...)")
+        if end_id is None:
+            raise KerasformerError("decoding with a constraint needs end_id: it is how a row stops "
+                                   "once its output is complete")
+        constraint.check_vocab(engine.vocab_size)
     options = (strategy, int(num_beams) if strategy == "beam" else 1, top_k,
                None if top_p is None else float(top_p), float(temperature),
                float(repetition_penalty), None if end_id is None else int(end_id),
-               int(min_new_tokens))
+               int(min_new_tokens), constraint)
     seed = None if seed is None else int(seed)
     if stream:
         if strategy == "beam":
             raise KerasformerError("stream=True is for greedy and sampling; beams reorder as they go")
+        if constraint is not None:
+            raise KerasformerError("stream=True does not take a constraint yet; decode without stream")
         return _stream(engine, prompts, max_new_tokens, options, seed, extra_inputs)
     out, scores = engine.generate(prompts, max_new_tokens, options, seed, extra_inputs)
     if strategy != "beam":
@@ -475,7 +523,8 @@ def generate(model, prompts, max_new_tokens, strategy="greedy", num_beams=4, top
     beams = options[1]
     results = []
     for b in range(len(prompts)):
-        rows = [(_trim(out[b * beams + k], end_id), float(scores[b * beams + k])) for k in range(beams)]
+        rows = [(_trim(out[b * beams + k], end_id), float(scores[b * beams + k])) for k in range(beams)
+                if constraint is None or scores[b * beams + k] > NEG / 2]
         rows.sort(key=lambda r: -r[1])
         results.append(rows if return_all_beams else rows[0][0])
     return results
