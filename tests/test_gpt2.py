@@ -391,7 +391,7 @@ def test_checkpoint_of_another_family_fails_clearly(config, checkpoint, model, e
 def test_config_translation_and_refusals(tmp_path):
     from kerasformer.models.gpt2 import GPT2
 
-    hf = GPT2.normalize_config({"vocab_size": 9, "n_embd": 8, "n_layer": 1, "n_head": 2,
+    hf = GPT2.from_config({"vocab_size": 9, "n_embd": 8, "n_layer": 1, "n_head": 2,
                                 "n_positions": 7, "n_inner": None, "activation_function": "relu",
                                 "layer_norm_epsilon": 0.5})
     assert (hf["hidden_size"], hf["num_hidden_layers"], hf["num_attention_heads"], hf["max_position"],

@@ -5,11 +5,14 @@ heads, then the weight names. Layer names follow bert4keras ('Embedding-Token',
 'Transformer-3-FeedForward-Norm', 'MLM-Bias', ...), so code that fetches layers by
 name keeps working.
 """
+import os
 import re
 
 import keras
 from keras import ops
 
+from kerasformer.checkpoints.weights import TensorsWithout
+from kerasformer.errors import FamilyMismatchError
 from kerasformer.layers import (BiasAdd, Embedding, FeedForward, MultiHeadAttention,
                                 PositionEmbedding, TakeToken, get_activation)
 from kerasformer.layers.masking import Add
@@ -68,22 +71,41 @@ class BERT(Transformer):
     def apply_embeddings(self, inputs):
         token_ids, segment_ids = inputs
         x = self.apply_token_segment_embeddings(token_ids, segment_ids)
-        position_ids = self.position_ids(token_ids)
-        x = self.apply(x, PositionEmbedding,
-                       arguments=None if position_ids is None else {"position_ids": position_ids},
-                       input_dim=self.max_position, output_dim=self.embedding_size,
-                       offset=self.position_offset, embeddings_initializer=self.initializer,
-                       name="Embedding-Position")
+        if self.absolute_positions:
+            position_ids = self.position_ids(token_ids)
+            x = self.apply(x, PositionEmbedding,
+                           arguments=None if position_ids is None else {"position_ids": position_ids},
+                           input_dim=self.max_position, output_dim=self.embedding_size,
+                           offset=self.position_offset, embeddings_initializer=self.initializer,
+                           name="Embedding-Position")
         if self.embedding_norm:
             x = self.apply_norm(x, "Embedding-Norm")
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         if self.embedding_size != self.hidden_size:
-            x = self.apply(x, keras.layers.Dense, units=self.hidden_size,
+            x = self.apply(x, keras.layers.Dense, units=self.hidden_size, use_bias=self.use_bias,
                            kernel_initializer=self.initializer, name="Embedding-Mapping")
         return x
 
+    # Hooks of the descendants (bert4keras' BERT has the same): what differs between BERT,
+    # NEZHA and RoFormer is where positions enter, not the block.
     position_offset = 0
     embedding_norm = True  # GPT sums its embeddings without normalising them
+    absolute_positions = True  # NEZHA / RoFormer: no position table, positions enter the attention
+    use_bias = True  # RoFormer-v2 drops every bias
+    position_bias = None  # the per-forward-pass tensor compute_position_bias memoises
+
+    def compute_position_bias(self, inputs):
+        """The position tensor every block's attention reads (``position_bias``), built once
+        per forward pass; None: BERT's positions are in the embeddings."""
+        return None
+
+    def attention_options(self):
+        """Constructor options of every attention layer (NEZHA / RoFormer: the position kind)."""
+        return {}
+
+    def norm(self, x, name):
+        """The post-LN normalisation of the blocks (RoFormer-v2 makes it scale-free)."""
+        return self.apply_norm(x, name)
 
     def block_names(self, index):
         """(attention, feed-forward) layer names of block ``index`` (ALBERT returns the
@@ -91,22 +113,26 @@ class BERT(Transformer):
         return f"Transformer-{index}-MultiHeadSelfAttention", f"Transformer-{index}-FeedForward"
 
     def apply_main_layers(self, inputs, index):
-        """One post-LN block: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+        """One post-LN block: x = LN(x + Attn(x, positions)); x = LN(x + FFN(x))."""
         attention, feed_forward = self.block_names(index)
         x = inputs
-        h = self.apply(x, MultiHeadAttention, arguments={"attention_mask": self.attention_mask},
+        arguments = {"attention_mask": self.attention_mask}
+        position_bias = self.compute_position_bias(x)
+        if position_bias is not None:
+            arguments["position_bias"] = position_bias
+        h = self.apply(x, MultiHeadAttention, arguments=arguments,
                        heads=self.num_attention_heads, head_size=self.attention_head_size,
                        out_dim=self.hidden_size, key_size=self.attention_key_size, attention_dropout=self.attention_dropout_rate,
-                       kernel_initializer=self.initializer, name=attention)
+                       use_bias=self.use_bias, kernel_initializer=self.initializer, name=attention,
+                       **self.attention_options())
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention}-Dropout")
         x = self.apply([x, h], Add, name=f"{attention}-Add")
-        x = self.apply_norm(x, f"{attention}-Norm")
+        x = self.norm(x, f"{attention}-Norm")
         h = self.apply(x, FeedForward, units=self.intermediate_size, activation=self.hidden_act,
-                       kernel_initializer=self.initializer, name=feed_forward)
+                       use_bias=self.use_bias, kernel_initializer=self.initializer, name=feed_forward)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward}-Dropout")
         x = self.apply([x, h], Add, name=f"{feed_forward}-Add")
-        x = self.apply_norm(x, f"{feed_forward}-Norm")
-        return x
+        return self.norm(x, f"{feed_forward}-Norm")
 
     def apply_final_layers(self, inputs):
         sequence = inputs
@@ -176,6 +202,8 @@ class BERT(Transformer):
             mapping[f"{feed_forward}/o_dense/bias"] = f"{g}output/dense/bias"
             mapping[f"{feed_forward}-Norm/gamma"] = f"{g}output/LayerNorm/gamma"
             mapping[f"{feed_forward}-Norm/beta"] = f"{g}output/LayerNorm/beta"
+        if not self.absolute_positions:
+            del mapping[f"{p}Embedding-Position/embeddings"]
         return mapping
 
     def vocabulary_variables(self):
@@ -221,6 +249,43 @@ class BERT(Transformer):
     def rename_hf(self, name):
         """Hook for families whose HF names differ from BERT's (see RoBERTa)."""
         return name
+
+    # checkpoint tensors that are recomputed, never loaded (HF buffers of fixed sinusoids)
+    derived_tensors = ()
+
+    def load_weights_from_checkpoint(self, checkpoint):
+        """As :meth:`Transformer.load_weights_from_checkpoint`, skipping the family's
+        ``derived_tensors`` (they are listed in ``load_report.ignored``)."""
+        if not self.derived_tensors:
+            return super().load_weights_from_checkpoint(checkpoint)
+        if isinstance(checkpoint, (str, os.PathLike)):
+            from kerasformer.checkpoints.resolve import open_checkpoint
+
+            checkpoint = open_checkpoint(os.fspath(checkpoint))
+        view = TensorsWithout(checkpoint, lambda n: any(re.search(p, n) for p in self.derived_tensors))
+        report = super().load_weights_from_checkpoint(view)
+        report.ignored = sorted(report.ignored + view.hidden)
+        return report
+
+    def check_family(self, names, naming):
+        """A family without a position table (NEZHA, RoFormer) would load a BERT-style
+        checkpoint without complaint and compute nonsense: refuse one that has a table."""
+        if self.ignore_invalid_weights or self.absolute_positions:
+            return
+        absolute = [n for n in names if n.endswith(("embeddings/position_embeddings",
+                                                     "embeddings.position_embeddings.weight"))]
+        if absolute:
+            raise FamilyMismatchError(
+                f"the checkpoint holds absolute position embeddings ({absolute[0]}), which "
+                f"{type(self).__name__} does not have: it is a BERT-style checkpoint; pass "
+                "model='bert' (or ignore_invalid_weights=True to load it anyway)")
+        if self.use_bias:
+            kernels = any(n.endswith(("attention/self/query/kernel", "attention.self.query.weight"))
+                          for n in names)
+            if kernels and not any("LayerNorm" in n for n in names):
+                raise FamilyMismatchError(
+                    "the checkpoint has attention kernels but no LayerNorm weights: it looks like a "
+                    "RoFormer-v2 checkpoint; pass model='roformer_v2'")
 
     def checkpoint_sources(self, naming):
         sources = {}
