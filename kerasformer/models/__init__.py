@@ -24,6 +24,7 @@ MODELS = {
     "t5.1.1": "kerasformer.models.t5:T5_V1_1",
     "mt5.1.1": "kerasformer.models.t5:T5_V1_1",
     "gpt": "kerasformer.models.gpt:GPT",
+    "gau_alpha": "kerasformer.models.gau:GAU_alpha",
 }
 # bert4keras' keys for one part of T5: '<version>_encoder' / '<version>_decoder'
 for _version, _cls in [("t5", "T5"), ("t5.1.0", "T5"), ("t5.1.1", "T5_V1_1"), ("mt5.1.1", "T5_V1_1")]:
@@ -57,6 +58,7 @@ FAMILY_SIGNATURES = [
     ("t5", ("encoder.block.", "shared.weight", "encoder/block_000/")),
     ("nezha", ("nezha.",)),
     ("roformer", ("roformer.", "roformer/")),
+    ("gau_alpha", ("GAU_alpha/encoder/",)),
     ("bert", ("bert/encoder/layer_0/", "bert.encoder.layer.0.", "encoder.layer.0.")),
 ]
 
