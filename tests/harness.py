@@ -47,6 +47,7 @@ class FamilyCase:
     exported_names: set = None  # the names a 'tf' export must hold (the checkpoint's own)
     wrong_families: dict = dataclasses.field(default_factory=dict)  # {model key: error regex}
     decode: dict = None  # {'prompts': [...], 'max_new_tokens': n, 'unilm': bool}: LM families
+    export_formats: tuple = None  # formats to write and load back (default: the checkpoints')
 
 
 def build(case, fmt=None):
@@ -80,7 +81,7 @@ def run_checkpoint_test(case, transformer):
 def run_export_test(case, transformer, tmp_path):
     """Write each format, zero the weights, load what was written: the reference again."""
     files = {"tf": "bert_model.ckpt", "safetensors": "model.safetensors", "torch": "pytorch_model.bin"}
-    for fmt in case.checkpoints:
+    for fmt in case.export_formats or case.checkpoints:
         path = str(tmp_path / f"export-{fmt}" / files[fmt])
         os.makedirs(os.path.dirname(path), exist_ok=True)
         transformer.save_weights_as_checkpoint(path, format=fmt)
@@ -135,11 +136,11 @@ def run_decoding_test(case, model):
 
 def run_wrong_family_test(case):
     """Each other family refuses the case's checkpoints with its clear error."""
-    from kerasformer import KerasformerError, build_transformer_model
+    from kerasformer import WeightMismatchError, build_transformer_model
 
     for key, pattern in case.wrong_families.items():
         for path in case.checkpoints.values():
-            with pytest.raises(KerasformerError) as info:
+            with pytest.raises(WeightMismatchError) as info:
                 build_transformer_model(case.config, path, model=key)
             text = f"{info.value} | {info.value.__cause__ or ''}"
             assert re.search(pattern, text), f"model={key!r}: {text[:300]}"
