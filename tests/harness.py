@@ -9,7 +9,7 @@ model of bert4keras' semantics). :func:`run_family_test` then checks, on ONE bui
 * every checkpoint format loads with nothing unused and gives the reference outputs
   (max abs diff <= ``tol``);
 * export round-trips: each format is written, the weights are zeroed, and loading the
-  written file gives the reference outputs again (a ``'tf'`` export writes exactly the
+  written file gives the same outputs again (1e-6) (a ``'tf'`` export writes exactly the
   checkpoint's own names when ``exported_names`` is given);
 * a ``.keras`` save loads back to the same outputs;
 * cached decoding equals uncached greedy decoding (families with an LM head: ``decode``);
@@ -79,8 +79,11 @@ def run_checkpoint_test(case, transformer):
 
 
 def run_export_test(case, transformer, tmp_path):
-    """Write each format, zero the weights, load what was written: the reference again."""
+    """Write each format, zero the weights, load what was written: the same outputs (1e-6)."""
+    from kerasformer.backend import predict
+
     files = {"tf": "bert_model.ckpt", "safetensors": "model.safetensors", "torch": "pytorch_model.bin"}
+    before = as_list(predict(transformer.model, case.inputs))
     for fmt in case.export_formats or case.checkpoints:
         path = str(tmp_path / f"export-{fmt}" / files[fmt])
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -92,7 +95,8 @@ def run_export_test(case, transformer, tmp_path):
         for variable in transformer.model_variables().values():
             variable.assign(np.zeros(variable.shape, variable.dtype))
         transformer.load_weights_from_checkpoint(path)
-        assert_matches(case, transformer, f"{case.model} exported as {fmt} and loaded back")
+        after = as_list(predict(transformer.model, case.inputs))
+        assert all(max_diff(a, b) <= 1e-6 for a, b in zip(after, before)), f"{fmt} export"
 
 
 def run_saving_test(case, transformer, tmp_path):
