@@ -55,6 +55,7 @@ def hf_config(t):
     built family object ``t``."""
     key = _key(t)
     family = type(t).model_key
+    family = "albert" if family == "albert_unshared" else family  # the same files
     google_name, google = None, None
     if family == "t5":
         acts = t.hidden_act if isinstance(t.hidden_act, (list, tuple)) else [t.hidden_act]

@@ -19,6 +19,7 @@ from kerasformer.backend import predict
 from kerasformer.checkpoints.tf_bundle import read_tf_checkpoint, write_tf_checkpoint
 
 from conftest import FIXTURES, perturb_, save_hf
+from harness import FamilyCase, run_family_test
 
 TOL = 1e-4
 OPENAI_DIR = os.path.join(FIXTURES, "gpt2", "openai_tiny")
@@ -331,16 +332,24 @@ def gpt2_ml():
 TOL_ML = 2e-5
 
 
-def test_gpt2_ml_tf_checkpoint_matches_numpy_reference(gpt2_ml):
-    """The fixture was written by real TensorFlow under GPT2-ML's names (make_gpt2_fixtures.py)."""
+def test_gpt2_ml_tf_checkpoint_matches_numpy_reference(gpt2_ml, tmp_path):
+    """The fixture was written by real TensorFlow under GPT2-ML's names (make_gpt2_fixtures.py).
+    Reference, export round trips (its names, and safetensors), .keras, cached == uncached
+    decoding and GPT-2's refusal: the harness."""
     with open(GPT2_ML_CONFIG) as f:
         cfg = json.load(f)
     tensors = read_tf_checkpoint(GPT2_ML_CKPT)
     transformer = gpt2_ml
     assert transformer.load_report.ignored == ["global_step"] and not transformer.load_report.unused
+    google = transformer.export_tensors("google")
+    assert all(np.array_equal(google[n], tensors[n]) for n in google)
     ids, padded, real = batches(cfg["vocab_size"], seed=2)
-    expected = np.stack([gpt2_ml_reference(tensors, cfg, row) for row in ids])
-    assert max_diff(predict(transformer.model, [ids]), expected) <= TOL_ML
+    run_family_test(FamilyCase(
+        model="gpt2_ml", config=GPT2_ML_CONFIG, checkpoints={"tf": GPT2_ML_CKPT}, inputs=[ids],
+        expected=[np.stack([gpt2_ml_reference(tensors, cfg, row) for row in ids])], tol=TOL_ML,
+        options={"with_lm": "linear"}, exported_names={n for n in tensors if n != "global_step"},
+        export_formats=("tf", "safetensors"), wrong_families={"gpt2": "model='gpt2_ml'"},
+        decode={"prompts": [[5, 9, 2], [7, 3, 11, 4, 8]], "max_new_tokens": 6}), tmp_path, transformer)
     # right padding: each real prefix equals the reference run on it alone
     logits = predict(transformer.model, [padded])
     for row in range(len(padded)):
@@ -348,25 +357,12 @@ def test_gpt2_ml_tf_checkpoint_matches_numpy_reference(gpt2_ml):
         assert max_diff(logits[row, :n], gpt2_ml_reference(tensors, cfg, padded[row, :n])) <= TOL_ML
 
 
-def test_gpt2_ml_export_round_trip(gpt2_ml, tmp_path):
-    transformer = gpt2_ml
-    tensors = read_tf_checkpoint(GPT2_ML_CKPT)
-    google = transformer.export_tensors("google")
-    assert sorted(google) == sorted(n for n in tensors if n != "global_step")
-    assert all(np.array_equal(google[n], tensors[n]) for n in google)
-    path = str(tmp_path / "model.safetensors")
-    transformer.save_weights_as_checkpoint(path, format="safetensors")
-    again = build_transformer_model(GPT2_ML_CONFIG, path, model="gpt2_ml", with_lm="linear")
-    ids, _, _ = batches(transformer.vocab_size, seed=2)
-    assert max_diff(predict(again, [ids]), predict(transformer.model, [ids])) <= 1e-6
-
-
 # ------------------------------------------------------------------ both
 SMALL = dict(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
              intermediate_size=24, max_position=12)
 
 
-@pytest.mark.parametrize("fixture", ["openai_gpt2", "gpt2_ml"])
+@pytest.mark.parametrize("fixture", ["openai_gpt2"])  # gpt2_ml: through the harness
 def test_keras_file_round_trip(request, tmp_path, fixture):
     model = request.getfixturevalue(fixture).model
     ids, _, _ = batches(model.output.shape[-1], seed=2)
@@ -381,7 +377,6 @@ def test_keras_file_round_trip(request, tmp_path, fixture):
     (os.path.join(FIXTURES, "tf", "bert_tiny", "bert_config.json"),
      os.path.join(FIXTURES, "tf", "bert_tiny", "bert_model.ckpt"), "gpt2", "model='bert'"),
     (OPENAI_HPARAMS, OPENAI_CKPT, "gpt2_ml", "model='gpt2'"),
-    (GPT2_ML_CONFIG, GPT2_ML_CKPT, "gpt2", "model='gpt2_ml'"),
 ])
 def test_checkpoint_of_another_family_fails_clearly(config, checkpoint, model, expected):
     with pytest.raises(WeightMismatchError, match=expected):
@@ -391,7 +386,7 @@ def test_checkpoint_of_another_family_fails_clearly(config, checkpoint, model, e
 def test_config_translation_and_refusals(tmp_path):
     from kerasformer.models.gpt2 import GPT2
 
-    hf = GPT2.normalize_config({"vocab_size": 9, "n_embd": 8, "n_layer": 1, "n_head": 2,
+    hf = GPT2.from_config({"vocab_size": 9, "n_embd": 8, "n_layer": 1, "n_head": 2,
                                 "n_positions": 7, "n_inner": None, "activation_function": "relu",
                                 "layer_norm_epsilon": 0.5})
     assert (hf["hidden_size"], hf["num_hidden_layers"], hf["num_attention_heads"], hf["max_position"],

@@ -17,6 +17,7 @@ from kerasformer import KerasformerError, WeightMismatchError, build_transformer
 from kerasformer.backend import predict
 
 from conftest import FIXTURES, token_batch
+from harness import FamilyCase, max_diff, run_family_test  # noqa: F401 (max_diff: test_roformer's too)
 
 TOL = 1e-4
 NEZHA_DIR = os.path.join(FIXTURES, "nezha")
@@ -25,10 +26,6 @@ NEZHA_CKPT = os.path.join(NEZHA_DIR, "model.ckpt-900000")
 
 
 # ----------------------------------------------------------------- numpy reference pieces
-def max_diff(a, b):
-    return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
-
-
 def load_fixture(directory):
     with open(os.path.join(directory, "bert_config.json"), encoding="utf-8") as f:
         config = json.load(f)
@@ -139,24 +136,28 @@ def bert_heads(values, x):
 
 
 # ----------------------------------------------------------------- tests
+NEZHA_OPTIONS = {"with_nsp": True, "with_mlm": True, "with_sequence_output": True}
+
+
 @pytest.fixture(scope="module")
 def nezha():
     config, values = load_fixture(NEZHA_DIR)
-    transformer = build_transformer_model(NEZHA_CONFIG, NEZHA_CKPT, model="nezha", with_nsp=True,
-                                          with_mlm=True, with_sequence_output=True,
-                                          return_keras_model=False)
+    transformer = build_transformer_model(NEZHA_CONFIG, NEZHA_CKPT, model="nezha",
+                                          return_keras_model=False, **NEZHA_OPTIONS)
     return transformer, config, values
 
 
-def test_tf_checkpoint_matches_numpy_reference(nezha):
+def test_tf_checkpoint_matches_numpy_reference(nezha, tmp_path):
+    """Against the numpy reference; Huawei's names exported and read back, .keras, RoFormer's
+    refusal of the config: the harness."""
     transformer, config, values = nezha
     assert transformer.load_report.unused == [] and transformer.load_report.ignored == ["global_step"]
     ids, segments = token_batch(config["vocab_size"])
-    sequence, nsp, mlm = predict(transformer.model, [ids, segments])
-    expected_sequence, (expected_nsp, expected_mlm) = nezha_reference(values, config, ids, segments)
-    assert max_diff(sequence, expected_sequence) <= TOL
-    assert max_diff(nsp, expected_nsp) <= TOL
-    assert max_diff(mlm, expected_mlm) <= TOL
+    sequence, (nsp, mlm) = nezha_reference(values, config, ids, segments)
+    run_family_test(FamilyCase(
+        model="nezha", config=NEZHA_CONFIG, checkpoints={"tf": NEZHA_CKPT}, inputs=[ids, segments],
+        expected=[sequence, nsp, mlm], exported_names=set(values), options=NEZHA_OPTIONS,
+        wrong_families={"roformer": "NEZHA's.*model='nezha'"}), tmp_path, transformer)
 
 
 def test_distances_beyond_max_relative_position_are_clipped(nezha):
@@ -235,18 +236,6 @@ def same_weights(a, b):
     """Every variable of ``a`` equals ``b``'s of the same path (cheaper than running both)."""
     theirs = {v.path: v.numpy() for v in b.weights}
     return len(a.weights) == len(theirs) and all(np.array_equal(v.numpy(), theirs[v.path]) for v in a.weights)
-
-
-def test_keras_round_trip(nezha, tmp_path):
-    import keras
-
-    transformer, config, _ = nezha
-    path = str(tmp_path / "nezha.keras")
-    transformer.model.save(path)
-    loaded = keras.saving.load_model(path)
-    ids, segments = token_batch(config["vocab_size"])
-    for a, b in zip(predict(loaded, [ids, segments]), predict(transformer.model, [ids, segments])):
-        assert max_diff(a, b) <= 1e-6
 
 
 def error_text(info):

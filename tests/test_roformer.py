@@ -8,6 +8,7 @@ exp(i m theta_k), straight from the RoFormer paper; it is itself checked against
 """
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from kerasformer import KerasformerError, WeightMismatchError, build_transformer
 from kerasformer.backend import predict
 
 from conftest import FIXTURES, TINY_BERT, save_hf, token_batch
+from harness import FamilyCase, run_family_test
 from test_nezha import (attention_allowed, bert_heads, dense, error_text, gelu, heads, layer_norm,
                         load_fixture, max_diff, merge, relu, same_weights, softmax)
 
@@ -215,24 +217,17 @@ def test_numpy_reference_matches_hf(hf_roformer):
     assert max_diff(roformer_reference(values, config, ids, segments)[0], sequence_hf) > 1e-2
 
 
-@pytest.fixture(scope="module")
-def roformer_tf():
+def test_tf_checkpoint_matches_numpy_reference(tmp_path):
+    """Against the numpy reference; export (Zhuiyi's names), .keras, v2's refusal: the harness."""
     config, values = load_fixture(V1_DIR)
-    transformer = build_transformer_model(config_file(V1_DIR), ckpt(V1_DIR), model="roformer",
-                                          with_nsp=True, with_mlm=True, with_sequence_output=True,
-                                          return_keras_model=False)
-    return transformer, config, values
-
-
-def test_tf_checkpoint_matches_numpy_reference(roformer_tf):
-    transformer, config, values = roformer_tf
-    assert transformer.load_report.unused == []
     ids, segments = token_batch(config["vocab_size"])
-    sequence, nsp, mlm = predict(transformer.model, [ids, segments])
-    expected_sequence, (expected_nsp, expected_mlm) = roformer_reference(values, config, ids, segments)
-    assert max_diff(sequence, expected_sequence) <= TOL
-    assert max_diff(nsp, expected_nsp) <= TOL
-    assert max_diff(mlm, expected_mlm) <= TOL
+    sequence, (nsp, mlm) = roformer_reference(values, config, ids, segments)
+    run_family_test(FamilyCase(
+        model="roformer", config=config_file(V1_DIR), checkpoints={"tf": ckpt(V1_DIR)},
+        inputs=[ids, segments], expected=[sequence, nsp, mlm], exported_names=set(values),
+        options={"with_nsp": True, "with_mlm": True, "with_sequence_output": True},
+        # v1 names are v2's plus LayerNorms and biases: refuse instead of dropping them
+        wrong_families={"roformer_v2": re.escape("RoFormer v1 (model='roformer')")}), tmp_path)
 
 
 # the masks are generic (tests/test_masks.py, and both in test_nezha.py); here: they meet rotary
@@ -249,47 +244,20 @@ def test_applications_match_reference(model_key, directory, application):
     assert max_diff(predict(model, [ids, segments])[0], expected) <= TOL
 
 
-def test_v1_exports_zhuiyi_names(roformer_tf, tmp_path):
-    from kerasformer.checkpoints.tf_bundle import read_tf_checkpoint
-
-    transformer, _, values = roformer_tf
-    prefix = str(tmp_path / "bert_model.ckpt")
-    transformer.save_weights_as_checkpoint(prefix, format="tf")
-    assert set(read_tf_checkpoint(prefix)) == set(values)
-
-
-def test_v1_keras_round_trip(roformer_tf, tmp_path):
-    import keras
-
-    transformer, config, _ = roformer_tf
-    path = str(tmp_path / "roformer.keras")
-    transformer.model.save(path)
-    loaded = keras.saving.load_model(path)
-    ids, segments = token_batch(config["vocab_size"])
-    for a, b in zip(predict(loaded, [ids, segments]), predict(transformer.model, [ids, segments])):
-        assert max_diff(a, b) <= 1e-6
-
-
 # ----------------------------------------------------------------- RoFormer-v2
-@pytest.fixture(scope="module")
-def roformer_v2():
+def test_v2_tf_checkpoint_matches_numpy_reference(tmp_path):
+    """Against the numpy reference; .keras, Zhuiyi's TF names and HF-style names all come back
+    to the same model; v1 refuses the checkpoint: the harness."""
     config, values = load_fixture(V2_DIR)
-    transformer = build_transformer_model(config_file(V2_DIR), ckpt(V2_DIR), model="roformer_v2",
-                                          with_mlm=True, with_sequence_output=True,
-                                          return_keras_model=False)
-    return transformer, config, values
-
-
-def test_v2_tf_checkpoint_matches_numpy_reference(roformer_v2):
-    transformer, config, values = roformer_v2
-    assert transformer.load_report.unused == []
+    ids, segments = token_batch(config["vocab_size"])
+    transformer = run_family_test(FamilyCase(
+        model="roformer_v2", config=config_file(V2_DIR), checkpoints={"tf": ckpt(V2_DIR)},
+        inputs=[ids, segments], expected=list(roformer_reference(values, config, ids, segments, v2=True)),
+        options={"with_mlm": True, "with_sequence_output": True}, exported_names=set(values),
+        export_formats=("tf", "safetensors"), wrong_families={"roformer": "model='roformer_v2'"}),
+        tmp_path)
     assert not any("beta" in v.path or "gamma" in v.path or "bias" in v.path
                    for v in transformer.model.weights)
-    ids, segments = token_batch(config["vocab_size"])
-    sequence, mlm = predict(transformer.model, [ids, segments])
-    expected_sequence, expected_mlm = roformer_reference(values, config, ids, segments, v2=True)
-    assert max_diff(sequence, expected_sequence) <= TOL
-    assert max_diff(mlm, expected_mlm) <= TOL
 
 
 def test_v2_without_segment_embedding():
@@ -303,47 +271,12 @@ def test_v2_without_segment_embedding():
     assert max_diff(predict(model, [ids, segments]), expected) <= TOL
 
 
-def test_v2_round_trips(roformer_v2, tmp_path):
-    """.keras, Zhuiyi's TF names, and HF-style names all come back to the same model."""
-    import keras
-
-    from kerasformer.checkpoints.tf_bundle import read_tf_checkpoint
-
-    transformer, config, values = roformer_v2
-    ids, segments = token_batch(config["vocab_size"])
-    expected = predict(transformer.model, [ids, segments])
-    path = str(tmp_path / "v2.keras")
-    transformer.model.save(path)
-    for a, b in zip(predict(keras.saving.load_model(path), [ids, segments]), expected):
-        assert max_diff(a, b) <= 1e-6
-    prefix = str(tmp_path / "bert_model.ckpt")
-    transformer.save_weights_as_checkpoint(prefix, format="tf")
-    assert set(read_tf_checkpoint(prefix)) == set(values)
-    transformer.save_weights_as_checkpoint(str(tmp_path / "model.safetensors"), format="safetensors")
-    reloaded = build_transformer_model(config_file(V2_DIR), str(tmp_path / "model.safetensors"),
-                                       model="roformer_v2", with_mlm=True, with_sequence_output=True)
-    assert same_weights(reloaded, transformer.model)
-
-
 def test_v2_has_no_pooler():
     with pytest.raises(KerasformerError, match="no pooler or NSP"):
         build_transformer_model(config_file(V2_DIR), model="roformer_v2", with_pool=True)
 
 
 # ----------------------------------------------------------------- wrong families
-def test_v1_checkpoint_is_refused_by_v2():
-    """v1 names are v2's plus LayerNorms and biases: refuse instead of dropping them."""
-    with pytest.raises(WeightMismatchError) as info:
-        build_transformer_model(config_file(V1_DIR), ckpt(V1_DIR), model="roformer_v2")
-    assert "RoFormer v1 (model='roformer')" in error_text(info)
-
-
-def test_v2_checkpoint_is_refused_by_v1():
-    with pytest.raises(WeightMismatchError) as info:
-        build_transformer_model(config_file(V2_DIR), ckpt(V2_DIR), model="roformer")
-    assert "model='roformer_v2'" in error_text(info)
-
-
 def test_bert_checkpoints_are_refused(tiny_hf_bert):
     bert = os.path.join(FIXTURES, "tf", "bert_tiny")
     with pytest.raises(WeightMismatchError) as info:

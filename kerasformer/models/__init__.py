@@ -24,6 +24,7 @@ MODELS = {
     "t5.1.1": "kerasformer.models.t5:T5_V1_1",
     "mt5.1.1": "kerasformer.models.t5:T5_V1_1",
     "gpt": "kerasformer.models.gpt:GPT",
+    "gau_alpha": "kerasformer.models.gau:GAU_alpha",
 }
 # bert4keras' keys for one part of T5: '<version>_encoder' / '<version>_decoder'
 for _version, _cls in [("t5", "T5"), ("t5.1.0", "T5"), ("t5.1.1", "T5_V1_1"), ("mt5.1.1", "T5_V1_1")]:
@@ -57,6 +58,7 @@ FAMILY_SIGNATURES = [
     ("t5", ("encoder.block.", "shared.weight", "encoder/block_000/")),
     ("nezha", ("nezha.",)),
     ("roformer", ("roformer.", "roformer/")),
+    ("gau_alpha", ("GAU_alpha/encoder/",)),
     ("bert", ("bert/encoder/layer_0/", "bert.encoder.layer.0.", "encoder.layer.0.")),
 ]
 
@@ -74,12 +76,7 @@ def guess_family(names):
 
 
 def _accepted_kwargs(cls):
-    accepted = set()
-    for klass in cls.__mro__:
-        if klass is object:
-            continue
-        accepted |= set(inspect.signature(klass.__init__).parameters) - {"self", "kwargs"}
-    return accepted
+    return cls.arguments()
 
 
 # Hugging Face ``model_type`` -> family key (T5 picks its version from the feed-forward)
@@ -176,12 +173,13 @@ def resolve_family(model, config, config_file=None, checkpoint_path=None):
     else:
         raise KerasformerError(f"model must be a family name or a Transformer subclass, got {model!r:.80}")
     for family, file in declared:
-        # a family's variants subclass it (RoBERTa and NEZHA are BERTs, roformer_v2 a
-        # RoFormer, albert_unshared an ALBERT): those load what the config declares
+        # a family's variants subclass it (RoBERTa, NEZHA and RoFormer are BERTs, roformer_v2
+        # a RoFormer, albert_unshared an ALBERT): those load what the config declares
         if not issubclass(cls, get_family(family)):
             raise FamilyMismatchError(
-                f"{file} declares a {family!r} model, but model={model if key is None else key!r} "
-                f"was asked for; pass model={family!r} (or leave model out)")
+                f"{file} declares a {family!r} model (the config is {get_family(family).__name__}'s), "
+                f"but model={model if key is None else key!r} was asked for; pass model={family!r} "
+                "(or leave model out)")
     return key, cls
 
 
@@ -195,14 +193,12 @@ def make_transformer(config_path=None, checkpoint_path=None, model=None, applica
     config_file = find_config_file(config_path) if config_path is not None else None
     configs = load_config(config_file) if config_file is not None else {}
     key, cls = resolve_family(model, configs, config_file, checkpoint_path)
-    accepted = _accepted_kwargs(cls)
-    unknown = sorted(set(kwargs) - accepted)
+    unknown = sorted(set(kwargs) - cls.arguments())
     if unknown:
         raise KerasformerError(f"unknown argument(s) for model {cls.__name__}: {', '.join(unknown)}")
-    if hasattr(cls, "normalize_config"):  # families whose configs use their own key names
-        configs = cls.normalize_config(configs)
-    configs = {k: v for k, v in configs.items() if k in accepted}
-    # every value the family will read, named with where it came from
+    configs = cls.from_config(configs)  # the family's own argument names
+    # every value the family will read, named with where it came from, checked once here
+    # (the constructor skips its own check: Transformer.checked)
     check_config({k: v for k, v in configs.items() if k not in kwargs}, os.fspath(config_path)
                  if config_path is not None else "")
     check_config(kwargs, "the keyword arguments")
@@ -215,7 +211,7 @@ def make_transformer(config_path=None, checkpoint_path=None, model=None, applica
     if missing:
         raise KerasformerError(
             f"missing model settings {', '.join(missing)}: pass config_path or the keyword arguments")
-    transformer = cls(**configs)
+    transformer = cls.checked(configs)
     # recorded in the model's config, so a model loaded from .keras can rebuild its family
     if key is None:
         key = getattr(cls, "model_key", None)
@@ -226,6 +222,15 @@ def make_transformer(config_path=None, checkpoint_path=None, model=None, applica
     # save_pretrained copies the vocabulary found beside the config
     transformer.source_dir = os.path.dirname(os.path.abspath(config_file)) if config_file else None
     return transformer, checkpoint_path
+
+
+def _loads_family(cls, key):
+    """Whether ``cls`` loads checkpoints of family ``key``: its own, or those of the family
+    it is a variant of (ALBERT_Unshared an ALBERT, RoFormer-v2 a RoFormer; RoBERTa loads
+    BERT's, as the Chinese RoBERTa-wwm releases are). Every BERT-like family subclasses BERT
+    for its network, not its checkpoints, so BERT's count only for BERT and RoBERTa."""
+    base = get_family(key)
+    return issubclass(cls, RoBERTa) or cls is base if base is BERT else issubclass(cls, base)
 
 
 def build_transformer_model(config_path=None, checkpoint_path=None, model=None,
@@ -266,12 +271,10 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model=None,
             from kerasformer.checkpoints.resolve import open_checkpoint
 
             family = guess_family(open_checkpoint(checkpoint_path).keys())
-            own = getattr(type(transformer), "model_key", None)
-            if (family and own and family != own and get_family(family) is not type(transformer)
-                    and not (family == "bert" and own == "roberta")):
+            if family and not _loads_family(type(transformer), family):
                 raise FamilyMismatchError(
-                    f"{checkpoint_path} looks like a {family!r} checkpoint, but model={own!r} was "
-                    f"asked for; pass model={family!r}") from e
+                    f"{checkpoint_path} looks like a {family!r} checkpoint, but "
+                    f"model={type(transformer).model_key!r} was asked for; pass model={family!r}") from e
             raise
     return transformer.model if return_keras_model else transformer
 

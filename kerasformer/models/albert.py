@@ -105,8 +105,7 @@ class ALBERT_Unshared(ALBERT):
     block reads the one shared block.
     """
 
-    # A failed load of an ALBERT checkpoint should not be blamed on the wrong family.
-    model_key = "albert"
+    model_key = "albert_unshared"
 
     def block_names(self, index):
         return f"Transformer-{index}-MultiHeadSelfAttention", f"Transformer-{index}-FeedForward"

@@ -10,6 +10,7 @@ from keras import ops
 
 from kerasformer.layers import (BiasAdd, Embedding, FeedForward, MultiHeadAttention,
                                 PositionEmbedding, TakeToken, get_activation)
+from kerasformer.errors import FamilyMismatchError
 from kerasformer.layers.masking import Add
 from kerasformer.checkpoints.weights import WeightSource, renamed, row
 from kerasformer.models.transformer import Transformer
@@ -68,25 +69,45 @@ class BERT(Transformer):
     def apply_embeddings(self, inputs, decoding=None):
         token_ids, segment_ids = inputs
         x = self.apply_token_segment_embeddings(token_ids, segment_ids, decoding)
-        if decoding is not None:  # positions of the new tokens
-            arguments = {"decoding": decoding}
-        else:
-            position_ids = self.position_ids(token_ids)
-            arguments = None if position_ids is None else {"position_ids": position_ids}
-        x = self.apply(x, PositionEmbedding, arguments=arguments,
-                       input_dim=self.max_position, output_dim=self.embedding_size,
-                       offset=self.position_offset, embeddings_initializer=self.initializer,
-                       name="Embedding-Position")
+        if self.absolute_positions:
+            if decoding is not None:  # positions of the new tokens
+                arguments = {"decoding": decoding}
+            else:
+                position_ids = self.position_ids(token_ids)
+                arguments = None if position_ids is None else {"position_ids": position_ids}
+            x = self.apply(x, PositionEmbedding, arguments=arguments,
+                           input_dim=self.max_position, output_dim=self.embedding_size,
+                           offset=self.position_offset, embeddings_initializer=self.initializer,
+                           name="Embedding-Position")
         if self.embedding_norm:
             x = self.apply_norm(x, "Embedding-Norm", decoding)
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         if self.embedding_size != self.hidden_size:
-            x = self.apply(x, keras.layers.Dense, units=self.hidden_size,
+            x = self.apply(x, keras.layers.Dense, units=self.hidden_size, use_bias=self.use_bias,
                            kernel_initializer=self.initializer, name="Embedding-Mapping")
         return x
 
+    # Hooks of the descendants (bert4keras' BERT has the same): what differs between BERT,
+    # NEZHA and RoFormer is where positions enter, not the block.
     position_offset = 0
     embedding_norm = True  # GPT sums its embeddings without normalising them
+    absolute_positions = True  # NEZHA / RoFormer: no position table, positions enter the attention
+    use_bias = True  # RoFormer-v2 drops every bias
+    position_bias = None  # the per-forward-pass tensor compute_position_bias memoises
+
+    def compute_position_bias(self, inputs, decoding=None):
+        """The position tensor every block's attention reads (``position_bias``), built once
+        per forward pass (in a cached pass: the new tokens' rows); None: BERT's positions
+        are in the embeddings."""
+        return None
+
+    def attention_options(self):
+        """Constructor options of every attention layer (NEZHA / RoFormer: the position kind)."""
+        return {}
+
+    def norm(self, x, name, decoding=None):
+        """The post-LN normalisation of the blocks (RoFormer-v2 makes it scale-free)."""
+        return self.apply_norm(x, name, decoding)
 
     def block_names(self, index):
         """(attention, feed-forward) layer names of block ``index`` (ALBERT returns the
@@ -94,24 +115,27 @@ class BERT(Transformer):
         return f"Transformer-{index}-MultiHeadSelfAttention", f"Transformer-{index}-FeedForward"
 
     def apply_main_layers(self, inputs, index, decoding=None):
-        """One post-LN block: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+        """One post-LN block: x = LN(x + Attn(x, positions)); x = LN(x + FFN(x))."""
         attention, feed_forward = self.block_names(index)
         x = inputs
-        h = self.apply_cached(x, MultiHeadAttention, decoding, f"self-{index}",
-                              arguments={"attention_mask": self.block_attention_mask(decoding)},
+        arguments = {"attention_mask": self.block_attention_mask(decoding)}
+        position_bias = self.compute_position_bias(x, decoding)
+        if position_bias is not None:
+            arguments["position_bias"] = position_bias
+        h = self.apply_cached(x, MultiHeadAttention, decoding, f"self-{index}", arguments=arguments,
                               heads=self.num_attention_heads, head_size=self.attention_head_size,
                               out_dim=self.hidden_size, key_size=self.attention_key_size,
-                              attention_dropout=self.attention_dropout_rate,
-                              kernel_initializer=self.initializer, name=attention)
+                              attention_dropout=self.attention_dropout_rate, use_bias=self.use_bias,
+                              kernel_initializer=self.initializer, name=attention,
+                              **self.attention_options())
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention}-Dropout")
         x = self.apply([x, h], Add, name=f"{attention}-Add")
-        x = self.apply_norm(x, f"{attention}-Norm", decoding)
+        x = self.norm(x, f"{attention}-Norm", decoding)
         h = self.apply(x, FeedForward, units=self.intermediate_size, activation=self.hidden_act,
-                       kernel_initializer=self.initializer, name=feed_forward)
+                       use_bias=self.use_bias, kernel_initializer=self.initializer, name=feed_forward)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward}-Dropout")
         x = self.apply([x, h], Add, name=f"{feed_forward}-Add")
-        x = self.apply_norm(x, f"{feed_forward}-Norm", decoding)
-        return x
+        return self.norm(x, f"{feed_forward}-Norm", decoding)
 
     def apply_final_layers(self, inputs, decoding=None, logits=False):
         sequence = inputs
@@ -196,9 +220,11 @@ class BERT(Transformer):
         return f"bert/encoder/layer_{index}/", f"bert.encoder.layer.{index}."
 
     def table(self):
-        """``[(variable, Google name, Hugging Face name)]``: ``TOP``, then ``BLOCK`` per block
-        (a block shared across depth, ALBERT's, once)."""
-        rows = [(self.prefix + path, google, hf) for path, google, hf in self.TOP]
+        """``[(variable, Google name, Hugging Face name)]``: ``TOP`` (less the position table
+        where positions enter the attention), then ``BLOCK`` per block (a block shared
+        across depth, ALBERT's, once)."""
+        rows = [(self.prefix + path, google, hf) for path, google, hf in self.TOP
+                if self.absolute_positions or path != "Embedding-Position/embeddings"]
         for i in range(self.num_hidden_layers):
             att, ffn = (self.prefix + name for name in self.block_names(i))
             google_scope, hf_scope = self.block_scopes(i)
@@ -219,6 +245,27 @@ class BERT(Transformer):
                 hf=WeightSource(hf_candidates(hf, self.hf_prefix),
                                 google.endswith("/kernel") or stored_transposed)))
         return rows
+
+    def check_family(self, names, naming):
+        """A family without a position table (NEZHA, RoFormer) would load a BERT-style
+        checkpoint without complaint and compute nonsense: refuse one that has a table."""
+        super().check_family(names, naming)
+        if self.ignore_invalid_weights or self.absolute_positions:
+            return
+        absolute = [n for n in names if n.endswith(("embeddings/position_embeddings",
+                                                     "embeddings.position_embeddings.weight"))]
+        if absolute:
+            raise FamilyMismatchError(
+                f"the checkpoint holds absolute position embeddings ({absolute[0]}), which "
+                f"{type(self).__name__} does not have: it is a BERT-style checkpoint; pass "
+                "model='bert' (or ignore_invalid_weights=True to load it anyway)")
+        if self.use_bias:
+            kernels = any(n.endswith(("attention/self/query/kernel", "attention.self.query.weight"))
+                          for n in names)
+            if kernels and not any("LayerNorm" in n for n in names):
+                raise FamilyMismatchError(
+                    "the checkpoint has attention kernels but no LayerNorm weights: it looks like a "
+                    "RoFormer-v2 checkpoint; pass model='roformer_v2'")
 
 
 def hf_candidates(name, scope):

@@ -31,7 +31,7 @@ concatenates it again), so the attention layer is the library's plain
 Configs: Hugging Face ``config.json`` (``n_embd``, ``n_layer``, ``n_head``,
 ``n_positions``, ``n_inner``, ``activation_function``, ``layer_norm_epsilon``, ...),
 OpenAI's ``hparams.json`` (``n_vocab``, ``n_ctx``, ...), or a BERT-style json (what
-bert4keras uses with the ``gpt/`` and GPT2-ML checkpoints); see ``GPT2.normalize_config``.
+bert4keras uses with the ``gpt/`` and GPT2-ML checkpoints); see ``GPT2.from_config``.
 """
 import re
 
@@ -84,25 +84,24 @@ class GPT2(Transformer):
         self.final_activation = final_activation
         self.with_lm = with_lm
 
-    @staticmethod
-    def normalize_config(config):
+    # Hugging Face config.json / OpenAI hparams.json names (bert4keras' gpt/ and GPT2-ML
+    # configs use BERT's)
+    config_aliases = Transformer.config_aliases + (
+        ("n_vocab", "vocab_size"), ("n_embd", "hidden_size"), ("n_layer", "num_hidden_layers"),
+        ("n_head", "num_attention_heads"), ("n_positions", "max_position"),
+        ("n_ctx", "max_position"), ("n_inner", "intermediate_size"),
+        ("activation_function", "hidden_act"), ("layer_norm_epsilon", "layer_norm_eps"),
+        ("resid_pdrop", "dropout_rate"), ("attn_pdrop", "attention_dropout_rate"))
+
+    @classmethod
+    def from_config(cls, raw):
         """Translate a Hugging Face ``config.json`` or OpenAI ``hparams.json`` into this
         class's arguments (a BERT-style config passes through unchanged)."""
-        config = dict(config)
-        if config.get("scale_attn_by_inverse_layer_idx") or config.get("scale_attn_weights") is False:
+        if raw.get("scale_attn_by_inverse_layer_idx") or raw.get("scale_attn_weights") is False:
             raise KerasformerError(
                 "this GPT-2 config changes the attention scaling (scale_attn_by_inverse_layer_idx / "
                 "scale_attn_weights), which kerasformer's GPT2 does not implement")
-        aliases = [  # (theirs, ours); the first one present wins
-            ("n_vocab", "vocab_size"), ("n_embd", "hidden_size"), ("n_layer", "num_hidden_layers"),
-            ("n_head", "num_attention_heads"), ("n_positions", "max_position"),
-            ("n_ctx", "max_position"), ("n_inner", "intermediate_size"),
-            ("activation_function", "hidden_act"), ("layer_norm_epsilon", "layer_norm_eps"),
-            ("resid_pdrop", "dropout_rate"), ("attn_pdrop", "attention_dropout_rate"),
-        ]
-        for theirs, ours in aliases:
-            if config.get(theirs) is not None and config.get(ours) is None:
-                config[ours] = config[theirs]
+        config = super().from_config(raw)
         if config.get("intermediate_size") is None and config.get("hidden_size") is not None:
             config["intermediate_size"] = 4 * config["hidden_size"]  # n_inner: null, and OpenAI's
         return config

@@ -1,7 +1,8 @@
 """RoFormer and RoFormer-v2 (ZhuiyiTechnology; Su et al., 2021): BERT with rotary positions.
 
-Reads top to bottom: RoFormer (v1) -- NEZHA's network with the relative embeddings
-swapped for the rotary ones -- then RoFormer-v2, then the weight names of both.
+Reads top to bottom: RoFormer (v1) -- BERT's network through BERT's hooks, positions
+entering as rotations of queries and keys (NEZHA is its sibling) -- then RoFormer-v2, then
+the weight names of both.
 
 Rotary position embedding: queries and keys are rotated pair-wise by angles proportional
 to their position before the dot product, so ``q_i . k_j`` depends on ``j - i`` only
@@ -26,10 +27,10 @@ import keras
 from kerasformer.errors import FamilyMismatchError, KerasformerError
 from kerasformer.layers import Embedding
 from kerasformer.layers.positions import SinusoidalPositionEmbedding
-from kerasformer.models.nezha import NEZHA
+from kerasformer.models.bert import BERT
 
 
-class RoFormer(NEZHA):
+class RoFormer(BERT):
     """RoFormer (v1): BERT-like post-LN blocks, rotary positions, BERT's heads.
 
     ``rotary_value=True`` (a Hugging Face RoFormer option) rotates the values as well.
@@ -37,24 +38,25 @@ class RoFormer(NEZHA):
 
     model_key = "roformer"
     hf_prefix = "roformer"
-    position_bias_type = "rotary"
+    absolute_positions = False
     derived_tensors = (r"embed_positions\.weight$",)
 
-    def __init__(self, rotary_value=False, **kwargs):
-        # NEZHA and RoFormer TF checkpoints carry the same names, so the config is the one
-        # place where a NEZHA model shows itself
-        if kwargs.get("use_relative_position") or kwargs.get("model_type") == "nezha":
-            raise KerasformerError("the config is NEZHA's (use_relative_position / model_type "
-                                   "'nezha'): pass model='nezha'")
-        if kwargs.pop("max_relative_position", None) is not None:
-            raise KerasformerError("max_relative_position belongs to NEZHA; RoFormer's rotary "
-                                   "positions have no such limit")
-        model_type = kwargs.pop("model_type", None)
+    def __init__(self, rotary_value=False, model_type=None, **kwargs):
         if model_type is not None and model_type not in ("roformer", "bert"):
             raise KerasformerError(f"the config is for model_type {model_type!r}, not RoFormer; "
                                    f"pass model={model_type!r}")
         super().__init__(**kwargs)
         self.rotary_value = bool(rotary_value)
+
+    @classmethod
+    def from_config(cls, raw):
+        # NEZHA and RoFormer TF checkpoints carry the same names, so the config is the one
+        # place where a NEZHA model shows itself
+        if raw.get("use_relative_position") or raw.get("model_type") == "nezha" \
+                or raw.get("max_relative_position") is not None:
+            raise KerasformerError("the config is NEZHA's (use_relative_position / "
+                                   "max_relative_position / model_type 'nezha'): pass model='nezha'")
+        return super().from_config(raw)
 
     def compute_position_bias(self, inputs, decoding=None):
         """The ``[1, L, head_size]`` rotary sinusoid, built once and shared by all blocks;
@@ -69,7 +71,7 @@ class RoFormer(NEZHA):
         return self.position_bias
 
     def attention_options(self):
-        return {**super().attention_options(), "rotary_value": self.rotary_value}
+        return {"position_bias_type": "rotary", "rotary_value": self.rotary_value}
 
     # HF projects embeddings with roformer.embeddings_project, not ALBERT's name
     hf_renames = (("bert.encoder.embedding_hidden_mapping_in.", "roformer.embeddings_project."),

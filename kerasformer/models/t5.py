@@ -224,10 +224,9 @@ class T5(Transformer):
     def __init__(self, vocab_size=None, hidden_size=None, num_hidden_layers=None,
                  num_attention_heads=None, intermediate_size=None, hidden_act=None,
                  attention_head_size=None, layer_norm_eps=None, application="encoder",
-                 d_model=None, d_kv=None, d_ff=None, num_layers=None, num_decoder_layers=None,
-                 num_heads=None, feed_forward_proj=None, layer_norm_epsilon=None,
-                 relative_attention_num_buckets=32, relative_attention_max_distance=128,
-                 tie_word_embeddings=None, with_lm=True, **kwargs):
+                 num_decoder_layers=None, relative_attention_num_buckets=32,
+                 relative_attention_max_distance=128, tie_word_embeddings=None, with_lm=True,
+                 **kwargs):
         if kwargs.get("layer_norm_cond") is not None or kwargs.get("additional_input_layers"):
             raise KerasformerError("layer_norm_cond / additional_input_layers are not supported for T5 "
                                    "yet (they are for the BERT-like families and GPT-2)")
@@ -235,20 +234,15 @@ class T5(Transformer):
             raise KerasformerError(
                 f"T5 is an encoder-decoder model: application={application!r} is not supported "
                 "(the decoder is already causal; use transformer.encoder / .decoder / .model)")
-        hidden_size = _first(hidden_size, d_model)
         settings = dict(vocab_size=vocab_size, hidden_size=hidden_size,
-                        num_hidden_layers=_first(num_hidden_layers, num_layers),
-                        num_attention_heads=_first(num_attention_heads, num_heads),
-                        intermediate_size=_first(intermediate_size, d_ff))
+                        num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
+                        intermediate_size=intermediate_size)
         missing = [k for k, v in settings.items() if v is None]
         if missing:
             raise KerasformerError(f"missing T5 settings {', '.join(missing)}: pass a config "
                                    "(Hugging Face config.json or bert4keras T5 config) or keywords")
-        if hidden_act is None:
-            # HF: 'relu', 'gated-gelu', 'gated-silu', ...; none given: this version's own
-            proj = feed_forward_proj or ("gated-gelu" if self.gated else "relu")
-            act = proj[len("gated-"):] if proj.startswith("gated-") else proj
-            hidden_act = [act, "linear"] if proj.startswith("gated-") else act
+        if hidden_act is None:  # none given: this version's own
+            hidden_act = ["gelu", "linear"] if self.gated else "relu"
         acts = list(hidden_act) if isinstance(hidden_act, (list, tuple)) else [hidden_act]
         # Mesh TF's (and so T5's) gelu is the tanh approximation; HF calls it gelu_new
         acts = ["gelu_tanh" if a == "gelu" else a for a in acts]
@@ -257,11 +251,11 @@ class T5(Transformer):
             kind = ("a gated feed-forward (T5 v1.1 / mT5)" if len(acts) > 1
                     else "a plain feed-forward (T5 v1.0)")
             raise KerasformerError(
-                f"the config describes {kind} (activation {hidden_act!r}, feed_forward_proj="
-                f"{feed_forward_proj!r}), but model={self.version!r} was asked for; pass model={other!r}")
+                f"the config describes {kind} (activation {hidden_act!r}), but model="
+                f"{self.version!r} was asked for; pass model={other!r}")
         super().__init__(hidden_act=acts if len(acts) > 1 else acts[0],
-                         attention_head_size=_first(attention_head_size, d_kv),
-                         layer_norm_eps=_first(layer_norm_eps, layer_norm_epsilon, 1e-6),
+                         attention_head_size=attention_head_size,
+                         layer_norm_eps=_first(layer_norm_eps, 1e-6),
                          application=application, **settings, **kwargs)
         self.num_decoder_layers = _first(num_decoder_layers, self.num_hidden_layers)
         self.relative_attention_num_buckets = relative_attention_num_buckets or 32
@@ -271,17 +265,22 @@ class T5(Transformer):
         self.tie_word_embeddings = tie_word_embeddings
         self.with_lm = with_lm
 
-    @staticmethod
-    def normalize_config(config):
-        """A Hugging Face T5 / mT5 ``config.json`` in this class's argument names (a
-        bert4keras-style config passes through unchanged)."""
-        config = dict(config)
-        aliases = [("d_model", "hidden_size"), ("num_layers", "num_hidden_layers"),
-                   ("num_heads", "num_attention_heads"), ("d_ff", "intermediate_size"),
-                   ("d_kv", "attention_head_size"), ("layer_norm_epsilon", "layer_norm_eps")]
-        for theirs, ours in aliases:
-            if config.get(theirs) is not None and config.get(ours) is None:
-                config[ours] = config[theirs]
+    # Hugging Face T5 / mT5 config.json names (bert4keras' T5 configs use ours)
+    config_aliases = Transformer.config_aliases + (
+        ("d_model", "hidden_size"), ("num_layers", "num_hidden_layers"),
+        ("num_heads", "num_attention_heads"), ("d_ff", "intermediate_size"),
+        ("d_kv", "attention_head_size"), ("layer_norm_epsilon", "layer_norm_eps"))
+
+    @classmethod
+    def from_config(cls, raw):
+        """A Hugging Face T5 / mT5 ``config.json`` (whose ``feed_forward_proj``, 'relu',
+        'gated-gelu', 'gated-silu', ..., gives the activation) or a bert4keras T5 config in
+        this class's argument names."""
+        config = super().from_config(raw)
+        proj = raw.get("feed_forward_proj")
+        if config.get("hidden_act") is None and isinstance(proj, str):
+            act = proj[len("gated-"):] if proj.startswith("gated-") else proj
+            config["hidden_act"] = [act, "linear"] if proj.startswith("gated-") else act
         return config
 
     # --------------------------------------------------------------- building

@@ -8,6 +8,8 @@ applied twice: that is how ALBERT shares one block across depth and how the MLM 
 the token embedding.
 """
 import contextlib
+import contextvars
+import inspect
 import json
 import os
 
@@ -19,6 +21,10 @@ from kerasformer.checkpoints.weights import detect_naming, export_rows, load_row
 from kerasformer.errors import KerasformerError, WeightMismatchError
 from kerasformer.layers import LayerNorm
 from kerasformer.models.inputs import standardize_inputs
+
+
+# True while Transformer.checked constructs a family whose settings are validated already
+_CHECKED = contextvars.ContextVar("kerasformer_settings_checked", default=False)
 
 
 class Transformer:
@@ -54,10 +60,10 @@ class Transformer:
         layer_norm_cond_hidden_act=None,
         additional_input_layers=None,
     ):
-        from kerasformer.validation import check_config
+        if not _CHECKED.get():  # direct construction; make_transformer has checked its settings
+            from kerasformer.validation import check_config
 
-        # direct construction (build_transformer_model has checked its file and arguments)
-        check_config({k: v for k, v in locals().items() if k != "self"}, f"{type(self).__name__}()")
+            check_config({k: v for k, v in locals().items() if k != "self"}, f"{type(self).__name__}()")
         if keep_tokens is not None:
             vocab_size = len(keep_tokens)
         if compound_tokens is not None:
@@ -103,6 +109,47 @@ class Transformer:
         self.layers = {}
         self.built = False
         self.attention_mask = None
+
+    # ------------------------------------------------------------------ configuration
+    # Foreign names of the settings in the config files this family reads (Google's
+    # bert_config.json, Hugging Face's config.json): (theirs, ours). A family extends the
+    # tuple; the first name present wins, and a value under our own name is kept.
+    config_aliases = (("max_position_embeddings", "max_position"), ("hidden_dropout_prob", "dropout_rate"),
+                      ("attention_probs_dropout_prob", "attention_dropout_rate"),
+                      ("type_vocab_size", "segment_vocab_size"))
+
+    @classmethod
+    def from_config(cls, raw):
+        """Constructor arguments from a config file's raw dict (as ``load_config`` reads
+        it): foreign names translated by ``config_aliases``, keys the family does not read
+        dropped. The one place a family's foreign key names live; families that must check
+        or derive more (GPT-2's attention scaling, T5's feed-forward kind) extend it."""
+        config = dict(raw)
+        for theirs, ours in cls.config_aliases:
+            if config.get(theirs) is not None and config.get(ours) is None:
+                config[ours] = config[theirs]
+        accepted = cls.arguments()
+        return {k: v for k, v in config.items() if k in accepted}
+
+    @classmethod
+    def arguments(cls):
+        """The names of every constructor argument of the family (its classes' and the base's)."""
+        accepted = set()
+        for klass in cls.__mro__:
+            if klass is object:
+                continue
+            accepted |= set(inspect.signature(klass.__init__).parameters) - {"self", "kwargs", "args"}
+        return accepted
+
+    @classmethod
+    def checked(cls, settings):
+        """The family object for ``settings`` that the caller has validated already (with
+        their origins in the messages): the constructor does not check them a second time."""
+        token = _CHECKED.set(True)
+        try:
+            return cls(**settings)
+        finally:
+            _CHECKED.reset(token)
 
     # ------------------------------------------------------------------ building
     def build(self, **kwargs):
@@ -394,9 +441,8 @@ def find_config_file(path):
 
 
 def load_config(config_path):
-    """Read Google's ``bert_config.json`` or a Hugging Face ``config.json`` into the
-    constructor arguments of :class:`Transformer` (unknown keys are kept; families
-    pick what they need)."""
+    """Read Google's ``bert_config.json``, a Hugging Face ``config.json`` or any family's
+    config file as it is: its keys are translated by the family's ``from_config``."""
     config_path = find_config_file(config_path)
     try:
         with open(config_path, encoding="utf-8") as f:
@@ -411,15 +457,6 @@ def load_config(config_path):
     if not isinstance(config, dict):
         raise KerasformerError(f"config file {config_path} must hold a JSON object (name: value), "
                                f"got a JSON {type(config).__name__}")
-    renames = {
-        "max_position_embeddings": "max_position",
-        "hidden_dropout_prob": "dropout_rate",
-        "attention_probs_dropout_prob": "attention_dropout_rate",
-        "type_vocab_size": "segment_vocab_size",
-    }
-    for old, new in renames.items():
-        if old in config and new not in config:
-            config[new] = config[old]
     return config
 
 
@@ -478,7 +515,8 @@ def built_transformer(model):
         from kerasformer.models import get_family
 
         settings = dict(settings)
-        transformer = get_family(settings.pop("model"))(**settings)
+        family = get_family(settings.pop("model"))
+        transformer = family(**family.from_config(settings))
         transformer.layers = {layer.name: layer for layer in model.layers}
         transformer.model, transformer.built = model, True
         transformer.inputs, transformer.outputs = model.inputs, model.outputs
