@@ -12,7 +12,7 @@ from kerasformer import KerasformerError, build_transformer_model
 from kerasformer.checkpoints.tf_bundle import write_tf_checkpoint
 
 from conftest import FIXTURES, token_batch
-from harness import FamilyCase, build, run_family_test
+from family_harness import FamilyCase, build, run_family_test
 
 CONFIG = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=1,
               intermediate_size=24, attention_key_size=8, hidden_act="swish", type_vocab_size=2,

@@ -178,6 +178,19 @@ def test_beam_search_is_exhaustive_when_wide_enough(steps, beams):
     assert abs(found[0][1] - sequence_log_prob(model, prompt, best)) < 1e-3
 
 
+def test_a_generated_padding_id_is_masked_as_in_the_full_forward_pass():
+    """The full forward pass masks the key of every padding token (id 0); a generated 0 must
+    be masked in the cache too, else the scores of later steps differ (silently)."""
+    model = build_transformer_model(**{**TINY, "vocab_size": 6}, application="unilm", with_mlm=True)
+    bias = model.get_layer("MLM-Bias").weights[0]
+    bias.assign(np.array([4.0, 0, 0, 0, 0, 0], "float32"))  # the pad id wins the first steps
+    prompt = [2, 3, 4]
+    for tokens, score in generate(model, [prompt], 3, strategy="beam", num_beams=3, return_all_beams=True)[0]:
+        assert abs(score - sequence_log_prob(model, prompt, tokens)) < 1e-4
+    tokens = generate(model, [prompt], 3)[0]
+    assert tokens[0] == 0 and tokens == uncached_greedy(model, prompt, 3, unilm=True)
+
+
 def test_beam_search_batched_equals_unbatched():
     model = build_transformer_model(**TINY, application="unilm", with_mlm=True)
     batched = generate(model, PROMPTS, 6, strategy="beam", num_beams=3)

@@ -19,7 +19,7 @@ from kerasformer.backend import predict
 from kerasformer.checkpoints.tf_bundle import read_tf_checkpoint, write_tf_checkpoint
 
 from conftest import FIXTURES, perturb_, save_hf
-from harness import FamilyCase, run_family_test
+from family_harness import FamilyCase, run_family_test
 
 TOL = 1e-4
 OPENAI_DIR = os.path.join(FIXTURES, "gpt2", "openai_tiny")

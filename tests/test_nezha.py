@@ -17,7 +17,7 @@ from kerasformer import KerasformerError, WeightMismatchError, build_transformer
 from kerasformer.backend import predict
 
 from conftest import FIXTURES, token_batch
-from harness import FamilyCase, max_diff, run_family_test  # noqa: F401 (max_diff: test_roformer's too)
+from family_harness import FamilyCase, max_diff, run_family_test  # noqa: F401 (max_diff: test_roformer's too)
 
 TOL = 1e-4
 NEZHA_DIR = os.path.join(FIXTURES, "nezha")

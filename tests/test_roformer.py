@@ -18,7 +18,7 @@ from kerasformer import KerasformerError, WeightMismatchError, build_transformer
 from kerasformer.backend import predict
 
 from conftest import FIXTURES, TINY_BERT, save_hf, token_batch
-from harness import FamilyCase, run_family_test
+from family_harness import FamilyCase, run_family_test
 from test_nezha import (attention_allowed, bert_heads, dense, error_text, gelu, heads, layer_norm,
                         load_fixture, max_diff, merge, relu, same_weights, softmax)
 

@@ -141,6 +141,9 @@ class DecoderOnlyEngine:
                 "it with its language-model head (with_mlm=True for the BERT family, with_lm=True "
                 "for GPT-2 and T5) so it can generate")
         self.vocab_size = vocab
+        # the full forward pass masks the keys of padding tokens (the Keras mask born at the
+        # token embedding); a generated padding id is masked the same way in the cache
+        self.pad_id = transformer.mask_id
         # additional_input_layers (bert4keras): inputs beyond the family's own, e.g. the
         # label a conditional LayerNorm is conditioned on; generate(extra_inputs=...) feeds them
         self.extra_specs = list(getattr(transformer, "additional_input_layers", None) or [])
@@ -303,7 +306,10 @@ class DecoderOnlyEngine:
         if penalty != 1.0:
             seen = ops.logical_or(seen, vocab_ids[None, :] == token[:, None])
         column = max_len - max_new + step
-        key_valid = ops.logical_or(key_valid, (ops.arange(max_len) == column)[None, :])
+        new_key = (ops.arange(max_len) == column)[None, :]
+        if self.pad_id is not None:
+            new_key = ops.logical_and(new_key, (token != self.pad_id)[:, None])
+        key_valid = ops.logical_or(key_valid, new_key)
         logits, caches = self.step(token, column, positions, key_valid, caches)
         new = dict(step=step + 1, logits=logits, caches=caches, key_valid=key_valid, seen=seen,
                    positions=positions + 1, out=out, finished=finished, scores=scores,
