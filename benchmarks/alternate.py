@@ -24,11 +24,11 @@ def set_threads(n):
     """The same thread count for every library a contender may use."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
-    # XLA's CPU client sizes its pool from this (JAX has no public thread-count switch)
+    # XLA's CPU client has no thread-count switch: at 1 thread its Eigen kernels are made
+    # single-threaded; otherwise JAX keeps its own pool (its CPU time may exceed wall time)
     flags = os.environ.get("XLA_FLAGS", "")
-    if "intra_op_parallelism_threads" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen={'true' if n > 1 else 'false'} " \
-                                  f"intra_op_parallelism_threads={n}".strip()
+    if n == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
 
 
 def _torch_threads(n):
@@ -60,10 +60,9 @@ def worker(setup, args):
 
 class Worker:
     def __init__(self, script, name, argv, threads):
-        env = dict(os.environ)
         cmd = [sys.executable, script, "--worker", name, "--threads", str(threads)] + argv
         self.name = name
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.failed = None
 
     def wait_ready(self):
@@ -111,7 +110,7 @@ def main(script, contenders, parser, baseline, units=None, describe=None, pairs=
     if args.worker:
         worker(contenders[args.worker], args)
         return None
-    argv = [a for a in sys.argv[1:]]
+    argv = sys.argv[1:]
     names = [n for n in contenders if not args.only or n in args.only]
     workers = [Worker(script, n, argv, args.threads) for n in names]
     try:

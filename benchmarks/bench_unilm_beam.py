@@ -47,15 +47,19 @@ def setup_model(args, backend):
     return model, prompts
 
 
+def checksum(rows):
+    """One number per output, position-weighted: equal only when the tokens are."""
+    return float(sum(sum(int(t) * (i + 1) for i, t in enumerate(row)) for row in rows))
+
+
 def engine(backend):
     def setup(args):
-        from_model, prompts = setup_model(args, backend)
+        model, prompts = setup_model(args, backend)
         from kerasformer import generate
 
         def fn():
-            out = generate(from_model, prompts, max_new_tokens=args.new, strategy="beam", num_beams=args.beam,
-                           end_id=None)
-            return float(sum(sum(int(t) * (i + 1) for i, t in enumerate(row)) for row in out))
+            return checksum(generate(model, prompts, max_new_tokens=args.new, strategy="beam",
+                                     num_beams=args.beam, end_id=None))
 
         return fn
 
@@ -71,8 +75,7 @@ def bert4keras(backend):
         decoder = bert4keras_decoder(model, end_id=None, maxlen=args.new)
 
         def fn():
-            out = [decoder.beam_search([p, [0] * len(p)], topk=args.beam).tolist() for p in prompts]
-            return float(sum(sum(int(t) * (i + 1) for i, t in enumerate(row)) for row in out))
+            return checksum(decoder.beam_search([p, [0] * len(p)], topk=args.beam).tolist() for p in prompts)
 
         return fn
 

@@ -55,7 +55,7 @@ def ner_sentences(path):
 
 
 def write_corpus(out_dir, modern_repeat=3, limit=None):
-    """Write ``poetry.txt`` and ``modern.txt`` (one document per line); return their paths."""
+    """Write ``poetry.txt`` and ``modern.txt`` (one document per line) into ``out_dir``."""
     import opencc  # pip install opencc (the conversion tables of the OpenCC project)
 
     os.makedirs(out_dir, exist_ok=True)
@@ -88,7 +88,6 @@ def write_corpus(out_dir, modern_repeat=3, limit=None):
             for doc in docs:
                 out.write(doc + "\n")
     os.replace(modern_path + ".tmp", modern_path)
-    return [poetry_path, modern_path]
 
 
 def main(argv=None):
@@ -110,14 +109,14 @@ def main(argv=None):
     from kerasformer.pretraining.train import pretrain
 
     corpus_dir = os.path.join(args.out, "corpus")
+    files = [os.path.join(corpus_dir, n) for n in ("poetry.txt", "modern.txt")]
     vocab = os.path.join(args.out, "vocab.txt")
     if not (args.resume and os.path.exists(vocab)):
-        files = write_corpus(corpus_dir, args.modern_repeat, limit=200 if args.smoke else None)
+        write_corpus(corpus_dir, args.modern_repeat, limit=200 if args.smoke else None)
         build_vocab(files, vocab, min_count=1 if args.smoke else args.min_count)
-    files = [os.path.join(corpus_dir, n) for n in ("poetry.txt", "modern.txt")]
-    data = os.path.join(args.out, "data")
     steps = 4 if args.smoke else args.steps
-    losses = pretrain("mlm", data if os.path.exists(os.path.join(data, "index.json")) else files, vocab,
+    # pretrain() preprocesses the files into OUT/data once and reuses a complete dataset after
+    losses = pretrain("mlm", files, vocab,
                       args.out, config="tiny" if args.smoke else args.config, model="roberta",
                       seq_len=32 if args.smoke else args.seq_len, batch_size=4 if args.smoke else args.batch_size,
                       steps=steps, lr=args.lr, warmup=0.06, optimizer="lamb", save_every=max(1, steps // 20),
