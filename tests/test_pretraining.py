@@ -168,6 +168,23 @@ def test_loader_epochs_shuffle_and_resume(corpus):
     assert state["position"] == 35 and batches[0].shape == (7, 16)
 
 
+def test_permutation_is_a_bijection_that_mixes_shards():
+    """Every row once per epoch for awkward sizes, and a batch draws from many shards: the
+    shards hold the corpus in file order, so reading one shard at a time fed one source for
+    hundreds of steps (the old loader did; its first batches came from a single shard)."""
+    from kerasformer.pretraining.loader import permute
+
+    keys = np.random.default_rng(0).integers(0, 2**63, size=4, dtype="uint64")
+    for n in (1, 2, 3, 17, 1000, 4097):
+        out = permute(np.arange(n), n, keys)
+        assert sorted(out.tolist()) == list(range(n))
+    n, shard_size, batch = 100_000, 10_000, 32
+    shards_per_batch = [len(np.unique(permute(np.arange(b * batch, (b + 1) * batch), n, keys) // shard_size))
+                        for b in range(50)]
+    assert np.mean(shards_per_batch) > 8  # 10 shards: a uniform draw of 32 rows touches ~9.7
+    assert (permute(np.arange(n), n, keys) != np.arange(n)).mean() > 0.99
+
+
 # ---------------------------------------------------------------- training
 
 def _pretrain(corpus, out, **kwargs):

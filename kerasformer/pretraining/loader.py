@@ -1,9 +1,13 @@
 """Streams training batches from the shards, shuffled, resumable, prefetched.
 
-The training stream is a sequence of epochs; epoch e visits the shards in an order drawn
-from ``(seed, e)`` and the rows of each shard in an order drawn from ``(seed, e, shard)``.
-Only the shard being read is touched (numpy memmaps), so a corpus larger than memory
-streams. Global batch b is rows ``[b * batch_size, (b + 1) * batch_size)`` of the stream:
+The training stream is a sequence of epochs; epoch e visits every row of every shard once,
+in the order of a pseudo-random permutation of all rows keyed by ``(seed, e)``. Shuffling
+across shards matters: the shards are written in corpus order, so a loader that read one
+shard at a time (even shuffled within it) fed hundreds of steps of one source (all poetry,
+then all news titles) and the loss jumped at every shard switch. The permutation is a
+Feistel network with cycle walking, computed for the rows of each batch on demand: no
+table of N indices is held, and the shards stay numpy memmaps read a few rows at a time,
+so a corpus larger than memory streams. Global batch b is rows ``[b * batch_size, (b + 1) * batch_size)`` of the stream:
 on several hosts each process reads its own contiguous slice of every global batch, so the
 union is the same for any host count. The position (rows consumed) is the whole state:
 ``state_dict()`` / ``load_state_dict()`` resume exactly. A background thread prepares
@@ -18,6 +22,36 @@ import numpy as np
 
 from kerasformer.errors import KerasformerError
 from kerasformer.pretraining.corpus import load_index
+
+
+_ROUNDS = 4  # Feistel rounds: 4 give a pseudo-random permutation (Luby-Rackoff)
+
+
+def _mix(x, key):
+    """A 64-bit hash of ``x`` under ``key`` (splitmix64's finaliser): the round function."""
+    with np.errstate(over="ignore"):
+        z = (x ^ key) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def permute(x, n, keys):
+    """``x`` (int64 values in ``[0, n)``) through a keyed bijection of ``[0, n)``: a balanced
+    Feistel network on the smallest even bit width that holds ``n``, applied again to any
+    value that lands outside ``[0, n)`` (cycle walking; fewer than 4 passes expected)."""
+    half = max(1, (int(n - 1).bit_length() + 1) // 2)
+    mask = np.uint64((1 << half) - 1)
+    out = np.asarray(x, "int64").copy()
+    todo = np.ones(out.shape, bool)
+    while todo.any():
+        v = out[todo].astype("uint64")
+        left, right = v >> np.uint64(half), v & mask
+        for key in keys:
+            left, right = right, left ^ (_mix(right, key) & mask)
+        out[todo] = ((left << np.uint64(half)) | right).astype("int64")
+        todo = out >= n
+    return out
 
 
 class ShardedDataset:
@@ -66,37 +100,34 @@ class Loader:
 
     # -- the stream ----------------------------------------------------------------------
 
-    def _epoch_order(self, epoch):
-        """(shard order, per-shard row permutations drawn on demand) of one epoch."""
+    def _epoch_keys(self, epoch):
         if epoch not in self._epoch_cache:
-            self._epoch_cache = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset.counts))}
+            self._epoch_cache = {epoch: np.random.default_rng([self.seed, epoch]).integers(
+                0, 2**63, size=_ROUNDS, dtype="uint64")}
         return self._epoch_cache[epoch]
 
     def rows(self, start, stop):
         """Stream rows ``[start, stop)``: ``(ids, starts, stream keys, dataset keys)``."""
         n = len(self.dataset)
-        ids, starts, data_keys = [], [], []
-        pos = start
-        while pos < stop:
-            epoch, offset = divmod(pos, n)
-            order = self._epoch_order(epoch)
-            # which shard of this epoch holds `offset`
-            counts = self.dataset.counts[order]
-            ends = np.cumsum(counts)
-            k = int(np.searchsorted(ends, offset, side="right"))
-            shard = int(order[k])
-            within = offset - (ends[k] - counts[k])
-            perm = np.random.default_rng([self.seed, epoch, shard]).permutation(int(counts[k]))
-            take = perm[within:within + (stop - pos)]
-            take_sorted = np.sort(take)  # memmap reads in file order, then back to `take` order
-            back = np.argsort(np.argsort(take))
-            s_ids, s_starts = self.dataset.shard(shard)
-            ids.append(np.asarray(s_ids[take_sorted])[back])
-            starts.append(np.asarray(s_starts[take_sorted])[back])
-            data_keys.append(self.dataset.offsets[shard] + take)
-            pos += len(take)
-        return (np.concatenate(ids), np.concatenate(starts), np.arange(start, stop, dtype="int64"),
-                np.concatenate(data_keys))
+        stream = np.arange(start, stop, dtype="int64")
+        epochs, offsets = np.divmod(stream, n)
+        data_keys = np.empty_like(stream)
+        for epoch in np.unique(epochs):
+            here = epochs == epoch
+            data_keys[here] = permute(offsets[here], n, self._epoch_keys(int(epoch)))
+        shards = np.searchsorted(self.dataset.offsets, data_keys, side="right") - 1
+        ids = starts = None
+        for shard in np.unique(shards):
+            here = np.flatnonzero(shards == shard)
+            within = data_keys[here] - self.dataset.offsets[shard]
+            order = np.argsort(within)  # memmap reads in file order
+            s_ids, s_starts = self.dataset.shard(int(shard))
+            if ids is None:
+                ids = np.empty((len(stream), s_ids.shape[1]), s_ids.dtype)
+                starts = np.empty((len(stream), s_starts.shape[1]), s_starts.dtype)
+            ids[here[order]] = s_ids[within[order]]
+            starts[here[order]] = s_starts[within[order]]
+        return ids, starts, stream, data_keys
 
     def batch_at(self, position):
         """The local part of the global batch starting at stream row ``position``."""
