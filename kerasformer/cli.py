@@ -278,7 +278,7 @@ def cmd_convert(args):
     from kerasformer.pretrained import save_pretrained
 
     transformer, report, heads, tensors, _ = load_with_heads(args.src, args.config, args.model)
-    folder = save_pretrained(transformer, args.dst, format=args.to)
+    folder = save_pretrained(transformer, args.dst, format=args.to, dtype=args.dtype)
     key = transformer.settings["model"] if transformer.settings else type(transformer).__name__
     print(f"{args.src} ({tensors.format}) -> {folder} ({args.to}): --model {key}, "
           f"{len(report.loaded)} variables, heads: {', '.join(k[5:] for k in heads) or 'none'}")
@@ -418,6 +418,8 @@ def main(argv=None):
     convert.add_argument("dst", help="output model folder")
     convert.add_argument("--to", choices=["safetensors", "torch", "tf"], default="safetensors",
                          help="weights format")
+    convert.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                         help="store the floating-point weights in this precision (default: as loaded, float32)")
     model_options(convert)
     gen = sub.add_parser("generate", help="continue a prompt with a model folder", formatter_class=formatter)
     gen.add_argument("folder", help="model folder (config, weights, vocab.txt or spiece.model)")

@@ -189,12 +189,14 @@ def _write_vocabulary(transformer, tokenizer, directory):
     return ["vocab.txt", "tokenizer_config.json"]
 
 
-def save_pretrained(model, folder, format="safetensors", tokenizer=None):
+def save_pretrained(model, folder, format="safetensors", tokenizer=None, dtype=None):
     """Write ``model`` (a model from ``build_transformer_model``, or its family object) as a
     model folder: ``config.json`` (+ Google's config for BERT-style families), the weights
     (``format='safetensors'`` -> ``model.safetensors``, ``'torch'`` -> ``pytorch_model.bin``,
     ``'tf'`` -> a Google TF checkpoint) and the vocabulary (``tokenizer``'s, or the files
-    next to the config the model was loaded from).
+    next to the config the model was loaded from). ``dtype='float16'`` / ``'bfloat16'``
+    stores the floating-point weights at half the size (``config.json`` records it as
+    ``torch_dtype``); loading casts them back to the model's dtype.
 
     The folder is written in a temporary sibling and moved into place: a crash leaves the
     old folder or the new one, never a mix. Weight files of other formats already in
@@ -204,6 +206,8 @@ def save_pretrained(model, folder, format="safetensors", tokenizer=None):
         raise KerasformerError(f"unknown format {format!r}; use 'safetensors', 'torch' or 'tf'")
     transformer = _transformer_of(model)
     config, google_name, google = hf_config(transformer)
+    if dtype is not None:
+        config["torch_dtype"] = dtype
     folder = os.path.abspath(os.fspath(folder))
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
@@ -214,12 +218,12 @@ def save_pretrained(model, folder, format="safetensors", tokenizer=None):
             _write_json(os.path.join(staging, google_name), google)
         if format == "tf":
             prefix = "bert_model.ckpt" if google_name == "bert_config.json" else "model.ckpt"
-            transformer.save_weights_as_checkpoint(os.path.join(staging, prefix), format="tf")
+            transformer.save_weights_as_checkpoint(os.path.join(staging, prefix), format="tf", dtype=dtype)
             with open(os.path.join(staging, "checkpoint"), "w", encoding="utf-8") as f:
                 f.write(f'model_checkpoint_path: "{prefix}"\nall_model_checkpoint_paths: "{prefix}"\n')
         else:
             transformer.save_weights_as_checkpoint(os.path.join(staging, _WEIGHT_FILES[format]),
-                                                   format=format)
+                                                   format=format, dtype=dtype)
         _write_vocabulary(transformer, tokenizer, staging)
         _move_into(staging, folder)
     finally:
@@ -237,6 +241,10 @@ def _weight_files(directory):
 
 def _move_into(staging, folder):
     if not os.path.exists(folder):
+        # mkdtemp made it 0o700; a folder made by os.makedirs gets 0o777 minus the umask
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)
         os.rename(staging, folder)  # the whole folder appears at once
         return
     if not os.path.isdir(folder):

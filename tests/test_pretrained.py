@@ -167,6 +167,35 @@ def test_save_pretrained_formats_round_trip(family, tmp_path, fmt):
     np.testing.assert_allclose(outputs(again, name), outputs(ours.model, name), atol=1e-6)
 
 
+@pytest.mark.parametrize("fmt,dtype", [("safetensors", "float16"), ("torch", "float16"), ("tf", "float16"),
+                                       ("safetensors", "bfloat16")])
+def test_save_pretrained_half_precision(family, tmp_path, fmt, dtype):
+    """Half-size folders: every weight is the float32 one rounded once, here and in HF."""
+    import ml_dtypes
+
+    name, cls, _, ours, heads = family
+    if name != "bert":
+        pytest.skip("one family covers the dtypes")
+    target = str(tmp_path / f"{fmt}-{dtype}")
+    save_pretrained(ours, target, format=fmt, dtype=dtype)
+    assert oct(os.stat(target).st_mode & 0o777) != oct(0o700)  # not mkdtemp's private mode
+    half = np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+    again = build_transformer_model(target, return_keras_model=False, **heads)
+    for before, after in zip(ours.model.weights, again.model.weights):
+        rounded = np.asarray(before.numpy()).astype(half).astype("float32")
+        np.testing.assert_array_equal(np.asarray(after.numpy()), rounded, err_msg=before.path)
+    assert np.abs(outputs(again.model, name) - outputs(ours.model, name)).max() > 0  # really rounded
+    if fmt != "tf":
+        reloaded = cls.from_pretrained(target, torch_dtype=torch.float32)
+        state = ours.export_tensors("hf")
+        for key, value in reloaded.state_dict().items():
+            if key in state:
+                expected = np.asarray(state[key]).astype(half).astype("float32")
+                np.testing.assert_array_equal(value.numpy(), expected, err_msg=key)
+    with pytest.raises(KerasformerError, match="cannot save weights as 'int8'"):
+        save_pretrained(ours, str(tmp_path / "bad"), dtype="int8")
+
+
 def test_save_pretrained_replaces_other_formats_and_writes_vocabulary(tmp_path):
     from kerasformer.tokenizers.wordpiece import Tokenizer
 

@@ -385,31 +385,53 @@ class Transformer:
         sources: 'google', 'hf', ...)."""
         return export_rows(self.model_variables(), self.weight_rows(), naming)
 
-    def save_weights_as_checkpoint(self, path, format="tf"):
+    def save_weights_as_checkpoint(self, path, format="tf", dtype=None):
         """Write the weights under the original names: ``format='tf'`` writes a Google
         TF checkpoint at prefix ``path``; ``'safetensors'`` a Hugging Face file;
-        ``'torch'`` a ``pytorch_model.bin``. Every write is atomic."""
+        ``'torch'`` a ``pytorch_model.bin``. ``dtype`` (``'float16'``, ``'bfloat16'``,
+        ``'float32'``) casts the floating-point weights on the way out; loading casts them
+        back to the model's dtype. Every write is atomic."""
+        if format not in ("tf", "safetensors", "torch"):
+            raise KerasformerError(f"unknown checkpoint format {format!r}; use 'tf', 'safetensors' or 'torch'")
+        tensors = cast_floats(self.export_tensors("google" if format == "tf" else "hf"), dtype)
         if format == "tf":
             from kerasformer.checkpoints.tf_bundle import write_tf_checkpoint
 
-            write_tf_checkpoint(path, self.export_tensors("google"))
+            write_tf_checkpoint(path, tensors)
         elif format == "safetensors":
             from kerasformer.checkpoints.resolve import save_safetensors
 
-            save_safetensors(path, self.export_tensors("hf"))
-        elif format == "torch":
+            save_safetensors(path, tensors)
+        else:
             from kerasformer.checkpoints.torch_pickle import save_torch_bin
 
-            save_torch_bin(path, self.export_tensors("hf"))
-        else:
-            raise KerasformerError(f"unknown checkpoint format {format!r}; use 'tf', 'safetensors' or 'torch'")
+            save_torch_bin(path, tensors)
 
-    def save_pretrained(self, folder, format="safetensors", tokenizer=None):
+    def save_pretrained(self, folder, format="safetensors", tokenizer=None, dtype=None):
         """A model folder (config, weights, vocabulary) that ``build_transformer_model(folder)``
         and Hugging Face's ``from_pretrained`` load; see :func:`kerasformer.pretrained.save_pretrained`."""
         from kerasformer.pretrained import save_pretrained
 
-        return save_pretrained(self, folder, format=format, tokenizer=tokenizer)
+        return save_pretrained(self, folder, format=format, tokenizer=tokenizer, dtype=dtype)
+
+
+SAVE_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def cast_floats(tensors, dtype):
+    """``tensors`` with every floating-point array cast to ``dtype`` (None: unchanged)."""
+    if dtype is None:
+        return tensors
+    if dtype not in SAVE_DTYPES:
+        raise KerasformerError(f"cannot save weights as {str(dtype)[:40]!r}; use one of {', '.join(SAVE_DTYPES)}")
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        target = np.dtype(ml_dtypes.bfloat16)
+    else:
+        target = np.dtype(dtype)
+    return {name: (np.asarray(a).astype(target) if np.issubdtype(np.asarray(a).dtype, np.floating) else a)
+            for name, a in tensors.items()}
 
 
 @contextlib.contextmanager
