@@ -101,6 +101,7 @@ def add_common_args(parser, *, out, epochs, batch_size, maxlen, layers, hidden_s
     g.add_argument("--config", help="pretrained model config (bert_config.json / config.json)")
     g.add_argument("--checkpoint", help="pretrained checkpoint (TF prefix, safetensors, pytorch_model.bin)")
     g.add_argument("--vocab", help="the pretrained model's vocab.txt (simplified as bert4keras does)")
+    add_pretrained_arg(g)
     g.add_argument("--model", default="bert", help="model family key for build_transformer_model")
     g.add_argument("--layers", type=int, default=layers, help="from scratch: Transformer layers")
     g.add_argument("--hidden-size", type=int, default=hidden_size, help="from scratch: hidden size")
@@ -127,7 +128,38 @@ def add_common_args(parser, *, out, epochs, batch_size, maxlen, layers, hidden_s
     return parser
 
 
+def add_pretrained_arg(parser):
+    parser.add_argument("--pretrained", metavar="FOLDER",
+                        help="a model folder (config.json, weights, vocab.txt) standing for --config, "
+                             "--checkpoint and --vocab; 'chinese-small' is kerasformer's own embedded model")
+
+
+def resolve_pretrained(args):
+    """Fill ``--config/--checkpoint/--vocab`` from ``--pretrained`` (a folder, or the name of
+    an embedded model); they must not be given beside it."""
+    if not getattr(args, "pretrained", None):
+        return args
+    if args.config or args.checkpoint or args.vocab:
+        raise SystemExit("--pretrained stands for --config, --checkpoint and --vocab: give one or the others")
+    folder = args.pretrained
+    if not os.path.isdir(folder):
+        from kerasformer.embedded import MODELS, model_dir
+
+        if folder not in MODELS:
+            raise SystemExit(f"--pretrained {folder[:200]!r} is neither a folder nor an embedded model "
+                             f"({', '.join(MODELS)})")
+        folder = model_dir(folder)
+    from kerasformer.models.transformer import find_config_file
+
+    args.config, args.checkpoint = find_config_file(folder), folder
+    args.vocab = os.path.join(folder, "vocab.txt")
+    if not os.path.isfile(args.vocab):
+        raise SystemExit(f"no vocab.txt in {folder[:200]}")
+    return args
+
+
 def check_args(args):
+    resolve_pretrained(args)
     if (args.checkpoint or args.config) and not (args.config and args.vocab):
         raise SystemExit("a pretrained model needs --config and --vocab (and --checkpoint for its weights)")
     for name in ("epochs", "batch_size", "maxlen"):

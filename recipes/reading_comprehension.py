@@ -169,6 +169,7 @@ def parse_args(argv=None):
     p.add_argument("--config")
     p.add_argument("--checkpoint")
     p.add_argument("--vocab")
+    common.add_pretrained_arg(p)
     p.add_argument("--model", default="bert")
     p.add_argument("--variants", default="seq2seq,mlm", help="comma-separated: seq2seq, mlm")
     p.add_argument("--window", type=int, default=160, help="passage window, characters")
@@ -201,6 +202,7 @@ def parse_args(argv=None):
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not args.variants or set(args.variants) - {"seq2seq", "mlm"}:
         raise SystemExit("--variants: seq2seq and/or mlm")
+    common.resolve_pretrained(args)
     if (args.checkpoint or args.config) and not (args.config and args.vocab):
         raise SystemExit("a pretrained model needs --config and --vocab (and --checkpoint for its weights)")
     if args.window < 1 or args.stride < 1 or args.max_a_len < 1:

@@ -49,6 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--config", help="pretrained model config (bert_config.json / config.json)")
     p.add_argument("--checkpoint", help="pretrained checkpoint (TF prefix, safetensors, .bin)")
     p.add_argument("--vocab", help="vocab.txt of the pretrained model (simplified as bert4keras does)")
+    common.add_pretrained_arg(p)
     p.add_argument("--model", default="bert", help="model family key for build_transformer_model")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=16)
@@ -296,6 +297,7 @@ def decode_bert4keras(model, prompts, args, end_id):
 def main(argv=None):
     args = parse_args(argv)
     args.data_dir = os.path.abspath(args.data_dir)
+    common.resolve_pretrained(args)
     if (args.checkpoint or args.config) and not (args.config and args.vocab):
         raise SystemExit("a pretrained model needs --config and --vocab (and usually --checkpoint)")
     import kerasformer  # noqa: F401  (picks JAX unless KERAS_BACKEND says otherwise)
