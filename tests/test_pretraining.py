@@ -52,6 +52,18 @@ def test_sentences_and_bert4keras_packing():
     assert starts[1].tolist() == [0] + [1] * 10 + [0]
 
 
+def test_stream_packing_shares_rows_between_short_documents():
+    from kerasformer.pretraining.corpus import pack_stream
+
+    s = lambda n, v: ([v] * n, [1] * n)  # noqa: E731
+    rows = [pack_document([s(n, v)], 12, cls_id=2, sep_id=3) for n, v in ((3, 7), (4, 8), (6, 9), (10, 5))]
+    ids, starts = pack_stream(np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows]), 12)
+    assert ids.tolist() == [[2, 7, 7, 7, 3, 8, 8, 8, 8, 3, 0, 0],  # 3 + 4 share a row
+                            [2, 9, 9, 9, 9, 9, 9, 3, 0, 0, 0, 0],  # 6 + 10 would not fit
+                            [2] + [5] * 10 + [3]]
+    assert starts[0].tolist() == [0, 1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 0]
+
+
 def test_whole_words_from_jieba_and_wordpieces(tokenizer):
     ids, starts = SentenceEncoder(tokenizer, "jieba")("北京是中国的首都")
     assert tokenizer.ids_to_tokens(ids) == list("北京是中国的首都")
@@ -125,6 +137,49 @@ def test_masks_keyed_by_example_not_by_batch(corpus, tokenizer):
     static = Objective("mlm", tokenizer._vocab_size, tokenizer._token_mask_id, [0, 1, 2, 3, 4], seed=3, static=True)
     np.testing.assert_array_equal(static(ids, starts, np.arange(8), data_keys)[1],
                                   static(ids, starts, np.arange(8) + 1000, data_keys)[1])
+
+
+def test_gather_targets():
+    from kerasformer.pretraining.objectives import gather_targets, prediction_slots
+
+    y = np.array([[-1, 5, -1, 7, 8], [-1, -1, -1, -1, -1], [1, 2, 3, 4, 5]])
+    positions, targets, dropped = gather_targets(y, 3)
+    assert positions.tolist() == [[1, 3, 4], [0, 0, 0], [0, 1, 2]]
+    assert targets.tolist() == [[5, 7, 8], [-1, -1, -1], [1, 2, 3]] and dropped == 2
+    assert prediction_slots(128) == 48 and prediction_slots(16) == 16
+
+
+@pytest.mark.parametrize("objective", ["mlm", "unilm"])
+def test_masked_positions_head_trains_as_the_full_head(corpus, tokenizer, objective):
+    """The head on gathered masked positions: same variables in the same order (checkpoints
+    of either load in the other), same loss, same update as the head on every position."""
+    from kerasformer.pretraining.objectives import gather_targets, masked_loss
+    from kerasformer.pretraining.train import build_pretraining_model, masked_positions_model
+
+    keras.utils.set_random_seed(0)
+    transformer = build_pretraining_model(objective, dict(TINY), tokenizer._vocab_size, seq_len=16)
+    full = transformer.model
+    gathered = masked_positions_model(transformer, 12)
+    assert [v.path for v in gathered.variables] == [v.path for v in full.variables]
+    obj = Objective(objective, tokenizer._vocab_size, tokenizer._token_mask_id, [0, 1, 2, 3, 4], seed=3)
+    (x, seg), y = Loader(corpus["data"], 6, obj, seed=1, prefetch=0).batch_at(0)
+    positions, y_small, dropped = gather_targets(y, 12)
+    assert dropped == 0 and (y >= 0).sum() > 6
+    loss_full = float(masked_loss(y, full.predict([x, seg], verbose=0)))
+    loss_small = float(masked_loss(y_small, gathered.predict([x, seg, positions], verbose=0)))
+    assert abs(loss_full - loss_small) < 1e-5
+    start = [v.numpy() for v in full.variables]
+    after = []
+    for model, inputs, targets in ((full, [x, seg], y), (gathered, [x, seg, positions], y_small)):
+        for v, a in zip(full.variables, start):
+            v.assign(a)
+        model.compile(optimizer=keras.optimizers.SGD(1.0), loss=masked_loss)
+        model.train_on_batch(inputs, targets)
+        after.append([v.numpy() for v in full.variables])
+    moved = max(np.abs(a - b).max() for a, b in zip(after[0], start))
+    assert moved > 1e-3  # the step changed the weights
+    for a, b, v in zip(*after, full.variables):
+        np.testing.assert_allclose(a, b, atol=1e-5, err_msg=v.path)
 
 
 def test_lm_and_unilm_examples():

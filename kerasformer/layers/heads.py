@@ -40,3 +40,20 @@ class TakeToken(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "index": self.index}
+
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class TakePositions(keras.layers.Layer):
+    """``[x, positions] -> x[b, positions[b]]``: the vectors at chosen positions of every
+    sequence (the masked tokens of an MLM batch, so the head runs on those alone)."""
+
+    def call(self, inputs):
+        x, positions = inputs
+        return ops.take_along_axis(x, ops.expand_dims(ops.cast(positions, "int32"), -1), axis=1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None  # padded slots are marked by their target (-1), not by a mask
+
+    def compute_output_shape(self, input_shape):
+        x, positions = input_shape
+        return (x[0], positions[1], x[2])

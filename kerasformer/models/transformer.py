@@ -188,6 +188,7 @@ class Transformer:
         for index in range(self.num_hidden_layers):
             x = self.apply_main_layers(x, index, decoding)
         if decoding is None:
+            self.sequence_output = x  # the last block's output, for heads added later (pretraining)
             return self.apply_final_layers(x)
         if decoding.last_only:  # a prefill predicts from its last position only
             x = x[:, -1:]

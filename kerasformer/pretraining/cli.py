@@ -62,6 +62,9 @@ def pretrain_parser():
     p.add_argument("--mask-rate", type=float, default=0.15)
     p.add_argument("--segmenter", choices=["jieba", "char"], default="jieba", help="whole words for Chinese")
     p.add_argument("--documents", choices=["line", "blank"], default="line")
+    p.add_argument("--pack", choices=["document", "stream"], default="document",
+                   help="document: each document in its own rows (bert4keras); stream: short documents "
+                        "share rows, separated by [SEP] (RoBERTa's FULL-SENTENCES)")
     p.add_argument("--workers", type=int, default=None, help="preprocessing processes (default: all CPUs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
@@ -101,7 +104,7 @@ def pretrain_main(argv):
             recompute=args.recompute, dropout_rate=args.dropout, data_parallel=args.data_parallel,
             mesh=args.mesh, seed=args.seed, static_masking=args.static_masking, mask_rate=args.mask_rate,
             save_every=args.save_every, keep=args.keep, resume=args.resume, peak_tflops=args.peak_tflops,
-            segmenter=args.segmenter, documents=args.documents, workers=args.workers)
+            segmenter=args.segmenter, documents=args.documents, workers=args.workers, pack=args.pack)
     except KerasformerError as e:
         print(f"kerasformer pretrain: error: {e}", file=sys.stderr)
         return 2

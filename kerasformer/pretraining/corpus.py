@@ -121,16 +121,44 @@ def pack_document(sentences, seq_len, cls_id, sep_id, pad_id=0):
     return np.asarray(rows_ids, "int32"), np.asarray(rows_starts, "int8")
 
 
+def pack_stream(rows_ids, rows_starts, seq_len, pad_id=0):
+    """RoBERTa's FULL-SENTENCES packing over bert4keras' rows: a row joins the previous one
+    while both fit, ``[CLS] a [SEP] b [SEP]`` (b's ``[CLS]`` dropped, the ``[SEP]`` between
+    them marks the document boundary). Short documents (a title, a couplet) then share rows
+    instead of padding each to ``seq_len``."""
+    out_ids, out_starts = [], []
+    cur_ids = cur_starts = None
+
+    def emit():
+        out_ids.append(cur_ids + [pad_id] * (seq_len - len(cur_ids)))
+        out_starts.append(cur_starts + [0] * (seq_len - len(cur_starts)))
+
+    for ids, starts in zip(rows_ids, rows_starts):
+        n = int((np.asarray(ids) != pad_id).sum())
+        ids, starts = [int(i) for i in ids[:n]], [int(i) for i in starts[:n]]
+        if cur_ids is not None and len(cur_ids) + n - 1 <= seq_len:
+            cur_ids, cur_starts = cur_ids + ids[1:], cur_starts + starts[1:]
+            continue
+        if cur_ids is not None:
+            emit()
+        cur_ids, cur_starts = ids, starts
+    if cur_ids is not None:
+        emit()
+    if not out_ids:
+        return np.zeros((0, seq_len), "int32"), np.zeros((0, seq_len), "int8")
+    return np.asarray(out_ids, "int32"), np.asarray(out_starts, "int8")
+
+
 # ---------------------------------------------------------------- parallel shard writing
 
 _WORKER = {}
 
 
-def _init_worker(vocab, do_lower_case, segmenter, seq_len):
+def _init_worker(vocab, do_lower_case, segmenter, seq_len, pack="document"):
     from kerasformer.tokenizers.wordpiece import Tokenizer
 
     tokenizer = Tokenizer(vocab, do_lower_case=do_lower_case)
-    _WORKER.update(encode=SentenceEncoder(tokenizer, segmenter), seq_len=seq_len,
+    _WORKER.update(encode=SentenceEncoder(tokenizer, segmenter), seq_len=seq_len, pack=pack,
                    cls=tokenizer.start_id, sep=tokenizer.end_id, pad=tokenizer.pad_id or 0)
 
 
@@ -143,8 +171,11 @@ def _process_chunk(docs):
         ids.append(a)
         starts.append(b)
     seq_len = w["seq_len"]
-    return (np.concatenate(ids) if ids else np.zeros((0, seq_len), "int32"),
-            np.concatenate(starts) if starts else np.zeros((0, seq_len), "int8"), chars)
+    ids = np.concatenate(ids) if ids else np.zeros((0, seq_len), "int32")
+    starts = np.concatenate(starts) if starts else np.zeros((0, seq_len), "int8")
+    if w["pack"] == "stream":
+        ids, starts = pack_stream(ids, starts, seq_len, w["pad"])
+    return ids, starts, chars
 
 
 def _chunks(iterable, size):
@@ -173,9 +204,12 @@ def _save_json(path, obj):
 
 
 def build_shards(corpus, out_dir, vocab, seq_len=512, do_lower_case=True, segmenter="jieba",
-                 documents="line", shard_size=16384, workers=None, chunk_docs=64, progress=True):
+                 documents="line", shard_size=16384, workers=None, chunk_docs=64, progress=True,
+                 pack="document"):
     """Preprocess text files into shards under ``out_dir`` with ``workers`` processes (all
     CPUs by default); the output is the same for any number of workers. Returns the index.
+    ``pack='document'`` packs each document into its own rows (bert4keras); ``'stream'``
+    also lets consecutive short documents share a row (:func:`pack_stream`).
     An existing complete dataset with the same settings is reused (written once). Workers are
     spawned (forking a process that runs JAX is unsafe), so a script calling this with
     ``workers > 1`` needs the usual ``if __name__ == '__main__':`` guard."""
@@ -186,9 +220,13 @@ def build_shards(corpus, out_dir, vocab, seq_len=512, do_lower_case=True, segmen
     corpus = [corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus)
     if seq_len < 4:
         raise KerasformerError(f"seq_len must be at least 4, got {seq_len}")
+    if pack not in ("document", "stream"):
+        raise KerasformerError(f"unknown packing {str(pack)[:40]!r}; use 'document' or 'stream'")
     settings = {"corpus": [os.path.abspath(p) for p in corpus], "seq_len": int(seq_len),
                 "vocab": os.path.abspath(vocab), "do_lower_case": bool(do_lower_case),
                 "segmenter": segmenter, "documents": documents}
+    if pack != "document":  # (datasets written before the option keep their settings)
+        settings["pack"] = pack
     index_path = os.path.join(out_dir, INDEX)
     if os.path.exists(index_path):
         index = load_index(out_dir)
@@ -212,7 +250,7 @@ def build_shards(corpus, out_dir, vocab, seq_len=512, do_lower_case=True, segmen
             shards.append({"name": name, "count": int(n)})
             buf_ids, buf_starts, buffered = [ids[n:]], [starts[n:]], len(ids) - n
 
-    init = (vocab, do_lower_case, segmenter, seq_len)
+    init = (vocab, do_lower_case, segmenter, seq_len, pack)
     docs = _chunks(read_documents(corpus, documents), chunk_docs)
     bar = tqdm(total=total_bytes or None, unit="B", unit_scale=True, desc="preprocess", disable=not progress)
     if workers == 1:

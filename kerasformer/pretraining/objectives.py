@@ -108,6 +108,31 @@ def unilm_segments(ids, pad_id, rng):
     return (np.arange(len(ids)) >= split).astype(ids.dtype)
 
 
+def prediction_slots(seq_len, mask_rate=0.15):
+    """How many masked positions per row the MLM head is run on (BERT's
+    ``max_predictions_per_seq``): twice the expected count plus 8, rounded up to a multiple
+    of 8, so that a row with more (long whole words) is rare; see :func:`gather_targets`."""
+    return min(int(seq_len), -(-int(2 * seq_len * mask_rate + 8) // 8) * 8)
+
+
+def gather_targets(targets, slots):
+    """``(positions, targets)`` with ``slots`` columns: the positions whose target is >= 0,
+    padded with position 0 and target -1 (no loss). The loss over them equals the loss over
+    the full rows. A row with more targets than ``slots`` keeps its first ``slots`` (the
+    rest are counted in the third value, and are then plain masked inputs with no loss, as
+    in BERT's data with ``max_predictions_per_seq``)."""
+    targets = np.asarray(targets)
+    valid = targets >= 0
+    rank = np.cumsum(valid, axis=1) - 1
+    keep = valid & (rank < slots)
+    positions = np.zeros((len(targets), slots), "int32")
+    gathered = np.full((len(targets), slots), -1, targets.dtype)
+    rows, cols = np.nonzero(keep)
+    positions[rows, rank[rows, cols]] = cols
+    gathered[rows, rank[rows, cols]] = targets[rows, cols]
+    return positions, gathered, int(valid.sum() - keep.sum())
+
+
 def masked_loss(y_true, y_pred):
     """Mean cross-entropy over the positions whose target is >= 0, from logits (computed in
     float32 under a mixed policy): bert4keras' ``mlm_loss`` / ``lm_loss``."""

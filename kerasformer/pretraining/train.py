@@ -21,7 +21,8 @@ from kerasformer.errors import KerasformerError
 from kerasformer.pretraining import checkpoint as ckpt
 from kerasformer.pretraining.corpus import build_shards, load_index
 from kerasformer.pretraining.loader import Loader
-from kerasformer.pretraining.objectives import Objective, check_objective, masked_loss
+from kerasformer.pretraining.objectives import (Objective, check_objective, gather_targets, masked_loss,
+                                                prediction_slots)
 
 # model configs by name (BERT-style keys; the family comes from --model)
 PRESETS = {
@@ -134,15 +135,36 @@ class _MaskedLoss:
         return MaskedLoss()
 
 
-def flops_per_token(transformer, seq_len):
+def flops_per_token(transformer, seq_len, head_fraction=1.0):
     """Training FLOPs per token: 6 x (weights used in matmuls, the tied output projection
-    included) + 12 x layers x hidden x seq_len for attention scores (PaLM's estimate)."""
-    n = 0
+    included) + 12 x layers x hidden x seq_len for attention scores (PaLM's estimate). The
+    MLM head's weights count for ``head_fraction`` of the tokens when it runs on the masked
+    positions alone."""
+    body = head = 0
     for v in transformer.model.weights:
         if any(k in v.path for k in ("Embedding-Position", "Embedding-Segment")) or len(v.shape) < 2:
             continue
-        n += int(np.prod(v.shape))
-    return 6 * n + 12 * transformer.num_hidden_layers * transformer.hidden_size * seq_len
+        if "MLM-" in v.path or "Embedding-Token" in v.path:
+            head += int(np.prod(v.shape))
+        else:
+            body += int(np.prod(v.shape))
+    return 6 * (body + head * head_fraction) + 12 * transformer.num_hidden_layers * transformer.hidden_size * seq_len
+
+
+def masked_positions_model(transformer, slots):
+    """The training model of a masked objective: the encoder, then the MLM head on ``slots``
+    gathered positions per row (a third input) instead of on every position. The head is
+    the same layers (shared weights), and the loss over the gathered targets equals the
+    loss over the full rows; with a vocabulary of 11k and 4 x 256 blocks the head is half
+    the model's FLOPs, and 15% of the positions carry a target."""
+    import keras
+
+    from kerasformer.layers.heads import TakePositions
+
+    positions = keras.Input((slots,), dtype="int32", name=transformer.prefixed("Input-Masked-Positions"))
+    x = transformer.apply([transformer.sequence_output, positions], TakePositions, name="MLM-Positions")
+    logits = transformer.apply_final_layers(x, logits=True)
+    return keras.Model(transformer.model.inputs + [positions], logits, name="masked_positions")
 
 
 def peak_flops(user_tflops=None):
@@ -228,7 +250,7 @@ def pretrain(objective, data, vocab, out, config="small", model="bert", init=Non
              mixed_precision=False, recompute=False, dropout_rate=None, data_parallel=None, mesh=None,
              seed=0, static_masking=False, mask_rate=0.15, save_every=500, keep=3, resume=False,
              log_every=1, peak_tflops=None, segmenter="jieba", documents="line", workers=None,
-             do_lower_case=True, progress=True, on_step=None):
+             do_lower_case=True, progress=True, on_step=None, pack="document"):
     """Pretrain and write ``out/`` (model folder), ``out/checkpoints/`` and ``out/log.csv``.
 
     ``data`` is a preprocessed dataset folder, or raw text files (preprocessed once into
@@ -261,7 +283,7 @@ def pretrain(objective, data, vocab, out, config="small", model="bert", init=Non
         data_dir = os.path.join(out, "data")
         if process_index == 0:
             build_shards(data, data_dir, vocab, seq_len=seq_len, do_lower_case=do_lower_case, segmenter=segmenter,
-                         documents=documents, workers=workers, progress=progress)
+                         documents=documents, workers=workers, progress=progress, pack=pack)
         if process_count > 1:
             from jax.experimental import multihost_utils
 
@@ -290,13 +312,16 @@ def pretrain(objective, data, vocab, out, config="small", model="bert", init=Non
             from kerasformer.pretraining.distribution import check_divisible
 
             check_divisible(transformer, mesh[1])
-        train_model = transformer.model
+        # a masked objective runs its head on the masked positions only (mlm, unilm: every
+        # target is a masked token); lm has a target at every position
+        slots = prediction_slots(seq_len, mask_rate) if objective != "lm" else None
+        train_model = masked_positions_model(transformer, slots) if slots else transformer.model
         train_model.compile(optimizer=make_optimizer(optimizer, lr, steps, warmup, weight_decay, grad_accum, ema),
                             loss=_MaskedLoss())
         loader = Loader(data, batch_size, Objective(objective, seed=seed, static=static_masking,
                                                     mask_rate=mask_rate, **ids),
                         seed=seed, process_index=process_index, process_count=process_count)
-        two_inputs = len(train_model.inputs) > 1
+        two_inputs = len(transformer.model.inputs) > 1
         step = 0
         if resume and existing:
             state = ckpt.load_checkpoint(existing[-1], train_model)
@@ -305,7 +330,7 @@ def pretrain(objective, data, vocab, out, config="small", model="bert", init=Non
         log_path = os.path.join(out, "log.csv")
         rows = _read_log(log_path, step) if resume else []
         tokens_per_step = batch_size * seq_len * grad_accum
-        flops = flops_per_token(transformer, seq_len)
+        flops = flops_per_token(transformer, seq_len, slots / seq_len if slots else 1.0)
         peak = peak_flops(peak_tflops)
         losses = []
         from tqdm import tqdm
@@ -317,7 +342,11 @@ def pretrain(objective, data, vocab, out, config="small", model="bert", init=Non
             while step < steps:
                 for _ in range(grad_accum):
                     x, y = next(loader)
-                    logs = train_model.train_on_batch(x if two_inputs else x[:1], y, return_dict=True)
+                    x = list(x) if two_inputs else list(x[:1])
+                    if slots:
+                        positions, y, _ = gather_targets(y, slots)
+                        x.append(positions)
+                    logs = train_model.train_on_batch(x, y, return_dict=True)
                 step += 1
                 steps_since += 1
                 loss = float(logs["loss"])
