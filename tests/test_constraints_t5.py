@@ -8,7 +8,8 @@ from kerasformer import build_transformer_model, generate
 from kerasformer.backend import predict
 from kerasformer.generation.constraints import SpanConstraint, TrieConstraint
 
-from test_constraints import END, PASSAGES, PROMPTS, VOCAB, allowed_sequences, span_ok, trie_ok
+from test_constraints import (END, PASSAGES, PROMPTS, VOCAB, allowed_sequences, assert_outputs_allowed, span_ok,
+                              trie_ok)
 
 # the shapes of test_t5.py's HF_CONFIG (one encoder layer, two decoder layers, 8 buckets)
 TINY_T5 = dict(model="t5", vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_decoder_layers=2,
@@ -44,20 +45,7 @@ def sequence_log_prob(t5, prompt, tokens):
 
 @pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
 def test_constrained_outputs_stay_in_the_allowed_set(t5, strategy):
-    kwargs = dict(strategy=strategy, num_beams=3, seed=3, temperature=1.5, end_id=END)
-    for tokens, passage in zip(generate(t5, PROMPTS, 5, constraint=SpanConstraint(PASSAGES), **kwargs),
-                               PASSAGES):
-        assert span_ok(tokens, passage, 5), (tokens, passage)
-    for tokens in generate(t5, PROMPTS, 5, constraint=TrieConstraint(TRIE), **kwargs):
-        assert trie_ok(tokens, TRIE, 5), tokens
-    if strategy == "beam":  # per-row tries, reordered with the beams; every beam returned
-        groups = [[[3, 4]], [[5], [6, 7]], [[9, 0, 9]]]
-        for tokens, group in zip(generate(t5, PROMPTS, 5, constraint=TrieConstraint(groups, per_row=True),
-                                          **kwargs), groups):
-            assert trie_ok(tokens, group, 5), (tokens, group)
-        for beams, passage in zip(generate(t5, PROMPTS, 5, constraint=SpanConstraint(PASSAGES),
-                                           return_all_beams=True, **kwargs), PASSAGES):
-            assert beams and all(span_ok(t, passage, 5) for t, _ in beams)
+    assert_outputs_allowed(t5, strategy, trie=TRIE, temperature=1.5)
 
 
 def test_the_constraint_changes_what_greedy_picks(t5):
