@@ -67,21 +67,30 @@ def test_guide_masks_follow_the_passage_and_the_trie():
     assert set(np.flatnonzero(guide.mask([[3, 4]], VOCAB)[0])) == {END}
 
 
-@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
-def test_constrained_outputs_stay_in_the_allowed_set(model, strategy):
-    kwargs = dict(strategy=strategy, num_beams=3, seed=7, end_id=END)
+def assert_outputs_allowed(model, strategy, trie=None, **options):
+    """Outputs of ``strategy`` stay in each constraint's set: spans of the per-row passages,
+    per-row tries (and one ``trie`` for all); with beams, every beam returned."""
+    kwargs = dict(strategy=strategy, num_beams=3, seed=7, end_id=END, **options)
     spans = generate(model, PROMPTS, 5, constraint=SpanConstraint(PASSAGES), **kwargs)
     for tokens, passage in zip(spans, PASSAGES):
         assert span_ok(tokens, passage, 5), (tokens, passage)
     # per-row tries: each prompt its own candidates (one list for all: the exhaustive test)
-    groups = [[[3, 4]], [[5], [6, 7]], [[9, 9, 9]]]
+    groups = [[[3, 4]], [[5], [6, 7]], [[9, 0, 9]]]
     for tokens, group in zip(generate(model, PROMPTS, 5, constraint=TrieConstraint(groups, per_row=True),
                                       **kwargs), groups):
         assert trie_ok(tokens, group, 5), (tokens, group)
+    if trie is not None:
+        for tokens in generate(model, PROMPTS, 5, constraint=TrieConstraint(trie), **kwargs):
+            assert trie_ok(tokens, trie, 5), tokens
     if strategy == "beam":  # every beam returned, not only the best
         for beams, passage in zip(generate(model, PROMPTS, 5, constraint=SpanConstraint(PASSAGES),
                                            return_all_beams=True, **kwargs), PASSAGES):
             assert beams and all(span_ok(t, passage, 5) for t, _ in beams)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
+def test_constrained_outputs_stay_in_the_allowed_set(model, strategy):
+    assert_outputs_allowed(model, strategy)
 
 
 def test_the_constraint_changes_what_greedy_picks(model):

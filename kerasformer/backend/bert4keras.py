@@ -143,7 +143,7 @@ def sequence_masking(x, mask=None, value=0, axis=None, bias=None, return_mask=Fa
             if bias is None:
                 x = ops.where(mask, x, value)
             elif K.dtype(bias) == "bool":
-                mask = mask & bias
+                mask = ops.logical_and(mask, bias)
                 x = ops.where(mask, x, value)
             else:
                 x = ops.where(mask, x + bias, value)
@@ -189,11 +189,18 @@ def leaky_relu(x, alpha=0.2):
     return ops.leaky_relu(x, negative_slope=alpha)
 
 
-def attention_normalize(a, mask=None, axis=-1, method="softmax", bias=None):
+def attention_normalize(a, mask=None, axis=-1, method="softmax", bias=None, value=-np.inf):
     """bert4keras' attention normalisations: 'softmax', 'squared_relu' (relu(a)^2 / length,
     https://arxiv.org/abs/2202.10447) and 'softmax_plus' (softmax(a * log(l) / log(512)), with
-    the length ``l`` at least 16, https://kexue.fm/archives/8823)."""
-    a, mask = sequence_masking(a, mask, -np.inf, axis, bias, True)
+    the length ``l`` at least 16, https://kexue.fm/archives/8823). The length counts the keys
+    a query may see: ``mask`` (the keys) and a boolean ``bias`` (e.g. an LM / UniLM mask)
+    together, so under a causal mask it is per query.
+
+    ``value``: what hidden scores become (bert4keras: -inf). A finite one keeps a query that
+    may see no key finite (bert4keras gives NaN there, which the values carry into later
+    layers), as the left padding of a decoding prefill needs; squared_relu divides by at
+    least 1 (such a query gets zeros, not 0/0)."""
+    a, mask = sequence_masking(a, mask, value, axis, bias, True)
     if method == "softmax":
         return ops.softmax(a, axis=axis)
     if mask is None:
@@ -201,10 +208,15 @@ def attention_normalize(a, mask=None, axis=-1, method="softmax", bias=None):
     else:
         length = ops.sum(ops.cast(mask, a.dtype), axis=axis, keepdims=True)
     if method == "squared_relu":
-        return ops.relu(a) ** 2 / length
+        return ops.relu(a) ** 2 / ops.maximum(length, 1)
     if method == "softmax_plus":
-        length = ops.maximum(length, 16)
-        return ops.softmax(a * ops.log(length) / np.log(512), axis=axis)
+        a = a * ops.log(ops.maximum(length, 16)) / np.log(512)
+        if mask is not None:
+            # hidden scores exactly ``value`` again: XLA may fuse the scale into the softmax
+            # as an FMA, and a finite value's exact product minus its rounded max overflows
+            # exp (NaN for a query that sees no key)
+            a = ops.where(mask, a, value)
+        return ops.softmax(a, axis=axis)
     raise KerasformerError(f"attention_normalize: unknown method {str(method)[:40]!r}")
 
 

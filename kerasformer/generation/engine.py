@@ -404,6 +404,9 @@ class EncoderDecoderEngine(DecoderOnlyEngine):
         self.max_position = None  # relative positions: no table bounds the decoding
         self.n_inputs = 1
         self.start_id = getattr(transformer, "decoder_start_token_id", None) or 0
+        # T5's decoder masks no key of its own (its start token is the pad id; Hugging Face
+        # does the same): a generated pad id stays visible to later steps, as in the full pass
+        self.pad_id = None
 
     def layout(self, prompts, max_new):
         """The decoder's start tokens ``[batch, 1]``, and the prompts right-padded for the

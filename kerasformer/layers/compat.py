@@ -9,6 +9,7 @@ from keras import ops
 
 # a module reference, not names: kerasformer.backend imports backend.bert4keras, which imports these
 # layers, so the names exist only once backend.bert4keras has finished loading
+from kerasformer import backend
 from kerasformer.backend import bert4keras as _compat
 from kerasformer.errors import KerasformerError
 from kerasformer.layers.normalization import ConditionalShift
@@ -25,6 +26,10 @@ class Layer(keras.layers.Layer):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.supports_masking = True
+
+
+def _is_bool(tensor):
+    return keras.backend.standardize_dtype(tensor.dtype) == "bool"
 
 
 def _is_set(value):
@@ -193,6 +198,18 @@ class GatedAttentionUnit(keras.layers.Layer):
     output ``o_dense(u * (A v))``. Call arguments: ``a_bias=True`` (the next input is an
     additive or boolean attention bias), ``p_bias='rotary'`` (the next input is the
     sinusoidal table of RoPE).
+
+    ``attention_mask`` (kerasformer's families: boolean ``[batch, 1, q_len, k_len]`` or
+    ``[batch, q_len, k_len]``, padding and the LM / UniLM mask together) replaces the Keras
+    mask, as bert4keras' boolean ``a_bias`` combined with it: the length of 'squared_relu' /
+    'softmax_plus' counts the keys each query may see.
+
+    Cached decoding (self-attention only), as ``MultiHeadAttention``: with ``decoding`` (a
+    ``kerasformer.generation.engine.DecodingState``) and ``cache`` (this unit's entry, None
+    on the prefill, where it is allocated for ``decoding.max_len`` slots) the rotated keys
+    and the values of the new tokens are written at ``decoding.cache_index``, the queries
+    attend over the whole cache under ``attention_mask`` (the state's), and the call
+    returns ``(output, new cache)``.
     """
 
     def __init__(self, units, key_size, activation="swish", use_bias=True, normalization="squared_relu",
@@ -232,7 +249,8 @@ class GatedAttentionUnit(keras.layers.Layer):
             self.v_dense = self._dense(self.units, "v_dense", shapes[2][-1], self.activation)
         self.o_dense = self._dense(hidden_size, "o_dense", self.units)
 
-    def call(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):
+    def call(self, inputs, mask=None, a_bias=None, p_bias=None, attention_mask=None, cache=None,
+             decoding=None, training=None):
         if not isinstance(inputs, (list, tuple)):
             inputs, mask = [inputs], [mask]
         inputs = list(inputs)
@@ -252,6 +270,8 @@ class GatedAttentionUnit(keras.layers.Layer):
             u, v, qk = x[..., :self.units], x[..., self.units:2 * self.units], x[..., 2 * self.units:]
             q, k = self.q_scaleoffset(qk), self.k_scaleoffset(qk)
         else:
+            if decoding is not None:
+                raise KerasformerError("GatedAttentionUnit: cached decoding needs self_attention=True")
             uq = self.uq_dense(q)
             u, q = uq[..., :self.units], uq[..., self.units:]
             k, v = self.k_dense(k), self.v_dense(v)
@@ -259,13 +279,41 @@ class GatedAttentionUnit(keras.layers.Layer):
             q, k = _compat.apply_rotary_position_embeddings(inputs[n], q, k)
         elif p_bias is not None:
             raise KerasformerError(f"GatedAttentionUnit: p_bias must be None or 'rotary', got {str(p_bias)[:30]!r}")
+        if decoding is not None:
+            cache = self._write_cache(decoding, cache, k, v)
+            k, v = cache[0][:, 0], cache[1][:, 0]
         a = ops.einsum("bmd,bnd->bmn", q, k)
         if self.attention_scale:
             a = a / self.key_size ** 0.5
-        A = _compat.attention_normalize(a, mask, -1, self.normalization, a_bias)  # noqa: N806 - bert4keras' name
+        a = ops.cast(a, "float32")  # normalised in float32, as MultiHeadAttention's softmax
+        if attention_mask is not None:
+            if len(attention_mask.shape) == 4:  # kerasformer's [batch, 1 (heads), q, k]
+                attention_mask = attention_mask[:, 0]
+            mask = None  # it holds the padding too
+            if a_bias is not None and not _is_bool(a_bias):  # additive: added, the mask masks
+                a, a_bias = a + ops.cast(a_bias, a.dtype), None
+            a_bias = attention_mask if a_bias is None else ops.logical_and(a_bias, attention_mask)
+        # hidden scores get a finite value: a query that sees no key (the left padding of a
+        # decoding prefill) stays finite instead of NaN, which its values would carry on
+        A = _compat.attention_normalize(a, mask, -1, self.normalization, a_bias, value=-1e30)  # noqa: N806
         if self.attention_dropout:
             A = self.dropout(A, training=training)  # noqa: N806
-        return self.o_dense(u * ops.einsum("bmn,bnd->bmd", A, v))
+        out = self.o_dense(u * ops.einsum("bmn,bnd->bmd", ops.cast(A, v.dtype), v))
+        return out if decoding is None else (out, cache)
+
+    def _write_cache(self, decoding, cache, k, v):
+        """The new rotated keys and values written into this unit's cache at
+        ``decoding.cache_index``; ``[batch, 1, max_len, size]`` each (one head), so the cache
+        update is ``MultiHeadAttention``'s (in place on torch)."""
+        if cache is None:
+            if decoding.max_len is None:
+                raise KerasformerError(f"no cache for unit {self.name}: caches are made on the prefill pass")
+            shape = (decoding.batch, 1, decoding.max_len)
+            cache = (ops.zeros(shape + (self.key_size,), self.compute_dtype),
+                     ops.zeros(shape + (self.units,), self.compute_dtype))
+        index = decoding.cache_index
+        return (backend.update_cache(cache[0], k[:, None], index),
+                backend.update_cache(cache[1], v[:, None], index))
 
     def compute_mask(self, inputs, mask=None):
         return mask[0] if isinstance(mask, (list, tuple)) else mask

@@ -9,9 +9,13 @@ The unit (``kerasformer.layers.compat.GatedAttentionUnit``, one head, no bias an
 ``u, v, z = split(swish(x W_i), [intermediate, intermediate, key_size])``, ``q = z * g_q``
 and ``k = z * g_k`` (per-dimension scales), both rotated by RoPE; scores
 ``q k^T / sqrt(key_size)`` normalised by ``softmax_plus`` -- a softmax of the scores times
-``log(n) / log(512)``, ``n`` the number of real keys (at least 16), so the sharpness does not
-depend on the length; output ``(u * (A v)) W_o``. Padding keys are masked through the Keras
-mask of the token embedding, as in bert4keras.
+``log(n) / log(512)``, ``n`` the number of keys the query may see (at least 16), so the
+sharpness does not depend on the length; output ``(u * (A v)) W_o``. The keys a query may
+see: the real (non-padding) ones, and under ``application='lm'`` / ``'unilm'`` only those the
+causal / UniLM mask allows -- bert4keras passes that mask as a boolean ``a_bias``, which
+``attention_normalize`` combines with the padding mask before counting ``n``, so ``n`` is
+per query (an LM's position i: its real keys up to i). That keeps the model causal, so the
+unit's key/value cache decodes exactly as the full forward pass.
 
 Checkpoints: Zhuiyi's TF release (written by bert4keras): ``bert/embeddings/*`` for the
 token and segment tables, ``GAU_alpha/encoder/layer_<i>/gau/{i_dense,o_dense}/kernel`` and
@@ -32,32 +36,33 @@ class GAU_alpha(RoFormerV2):  # noqa: N801 - bert4keras' name
 
     ``intermediate_size`` is the width of ``u`` and ``v``, ``attention_key_size`` that of
     ``q`` and ``k`` (128 in the release); ``hidden_act`` is the unit's activation (swish).
-    Only ``application='encoder'``: the unit keeps no key/value cache, so a causal model
-    would decode wrong through the cached engine.
+    ``application`` 'encoder', 'lm' or 'unilm' (bert4keras' ``LM_Mask`` / ``UniLM_Mask``
+    mixins): the mask reaches the unit as bert4keras' boolean ``a_bias``, so softmax_plus'
+    length counts the keys each query sees; the unit keeps a key/value cache for
+    ``generate()``.
     """
 
     model_key = "gau_alpha"
 
-    def __init__(self, hidden_act="swish", application="encoder", **kwargs):
-        if application != "encoder":
-            raise KerasformerError(
-                f"GAU-alpha supports application='encoder' only (got {str(application)[:20]!r}): "
-                "its attention unit has no decoding cache")
-        super().__init__(hidden_act=hidden_act, application=application, **kwargs)
+    def __init__(self, hidden_act="swish", **kwargs):
+        super().__init__(hidden_act=hidden_act, **kwargs)
 
     def apply_main_layers(self, inputs, index, decoding=None):
         """One block: x = norm(x + GAU(x, rotary positions)) (bert4keras: GAU -> Add -> LN).
-        (``decoding`` is never given: the constructor refuses causal applications.)"""
+        The family's attention mask (padding, and the LM / UniLM mask) goes to the unit, which
+        in a cached pass reads and returns its cache under ``"self-<index>"``."""
         name = f"Transformer-{index}-GatedAttentionUnit"
         x = inputs
-        h = self.apply([x, self.compute_position_bias(x)], GatedAttentionUnit,
-                       arguments={"p_bias": "rotary"}, units=self.intermediate_size,
-                       key_size=self.attention_key_size, activation=self.hidden_act, use_bias=False,
-                       normalization="softmax_plus", attention_dropout=self.attention_dropout_rate,
-                       kernel_initializer=self.initializer, name=name)
+        arguments = {"p_bias": "rotary", "attention_mask": self.block_attention_mask(decoding)}
+        h = self.apply_cached([x, self.compute_position_bias(x, decoding)], GatedAttentionUnit,
+                              decoding, f"self-{index}", arguments=arguments,
+                              units=self.intermediate_size, key_size=self.attention_key_size,
+                              activation=self.hidden_act, use_bias=False, normalization="softmax_plus",
+                              attention_dropout=self.attention_dropout_rate,
+                              kernel_initializer=self.initializer, name=name)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{name}-Dropout")
         x = self.apply([x, h], Add, name=f"{name}-Add")
-        return self.norm(x, f"{name}-Norm")
+        return self.norm(x, f"{name}-Norm", decoding)
 
     recompute_layers = (GatedAttentionUnit,)
 
