@@ -17,7 +17,9 @@ The modern sets are small beside the 25M characters of poetry; ``--modern-repeat
 
 Step 2 builds a character vocabulary (``kerasformer vocab``), step 3 runs
 ``kerasformer.pretraining.pretrain`` (``OUT/log.csv`` holds the loss curve, tokens/s
-and MFU; ``OUT/model/`` the exported model).
+and MFU; ``OUT/model/`` the exported model). ``--ship DIR`` then writes the model as
+float16 safetensors with a ``MODEL_CARD.md`` made from the run's own records: that is how
+``kerasformer/data/chinese_small`` (``kerasformer.embedded``) was made.
 """
 import argparse
 import os
@@ -110,6 +112,9 @@ def main(argv=None):
     p.add_argument("--min-count", type=int, default=3, help="characters seen fewer times are [UNK]")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--smoke", action="store_true", help="a few hundred lines per file, a few steps")
+    p.add_argument("--ship", metavar="DIR", help="after training, write OUT/model as float16 with a model card to DIR "
+                   "(kerasformer/data/chinese_small for the package)")
+    p.add_argument("--machine", default="", help="the machine, for the model card")
     args = p.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "jax")
     from kerasformer.pretraining.corpus import build_vocab
@@ -133,7 +138,81 @@ def main(argv=None):
                       resume=args.resume, segmenter="jieba", pack="stream")
     if losses:
         print(f"final loss {losses[-1]:.4f}; model folder: {os.path.join(args.out, 'model')}")
+    if args.ship:
+        ship(args.out, args.ship, dict(vars(args), batch_size=4 if args.smoke else args.batch_size))
+        print(f"shipped: {args.ship}")
     return 0
+
+
+def run_summary(out):
+    """The run's figures from ``OUT/log.csv`` and the dataset index."""
+    import csv
+    import json
+
+    import numpy as np
+
+    with open(os.path.join(out, "log.csv"), encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    with open(os.path.join(out, "data", "index.json"), encoding="utf-8") as f:
+        index = json.load(f)
+    step = np.array([int(r["step"]) for r in rows])
+    loss = np.array([float(r["loss"]) for r in rows])
+    tps = np.array([float(r["tokens_per_s"]) for r in rows])
+    mfu = np.array([float(r["mfu"]) for r in rows])
+    times = np.array([float(r["time"]) for r in rows])
+    window = max(1, len(rows) // 20)
+    curve = [(int(step[min(i + window, len(step)) - 1]), float(loss[i:i + window].mean()))
+             for i in range(0, len(rows), window)]
+    return {"steps": int(step[-1]), "final_loss": float(loss[-window:].mean()), "curve": curve,
+            "tokens_per_s_median": float(np.median(tps)), "mfu_median": float(np.median(mfu)),
+            "hours": float((times[-1] - times[0]) / 3600), "rows": int(index["examples"]),
+            "tokens": int(index["tokens"]), "chars": int(index["chars"]), "seq_len": int(index["seq_len"])}
+
+
+def ship(out, target, args):
+    """``OUT/model`` as float16 safetensors in ``target`` (the vocabulary and configs as they
+    are) plus ``MODEL_CARD.md``."""
+    from kerasformer import build_transformer_model
+    from kerasformer.pretrained import save_pretrained
+
+    transformer = build_transformer_model(os.path.join(out, "model"), with_mlm=True, return_keras_model=False)
+    save_pretrained(transformer, target, dtype="float16")
+    r = run_summary(out)
+    params = transformer.model.count_params()
+    size = os.path.getsize(os.path.join(target, "model.safetensors")) / 1e6
+    curve = " | ".join(f"{s}: {v:.2f}" for s, v in r["curve"])
+    card = f"""# chinese-small: kerasformer's own Chinese RoBERTa
+
+A {transformer.num_hidden_layers}-layer, {transformer.hidden_size}-hidden BERT-architecture model
+({params / 1e6:.1f}M parameters with the MLM head, {transformer.vocab_size:,}-character vocabulary;
+{size:.1f} MB as float16 safetensors), pretrained with `recipes/pretrain_chinese.py` by the
+kerasformer project. Loads with `build_transformer_model(folder)` and Hugging Face
+`BertForMaskedLM.from_pretrained(folder)`.
+
+## Data
+The shared corpora of the project (`../shared/data/`): Tang poems (converted to simplified
+characters with OpenCC), Song ci, Yuan qu, and the *training* splits of the couplet,
+People's Daily NER, TNEWS, AFQMC, ChnSentiCorp and CSL title sets (modern text repeated
+{args.get("modern_repeat", 3)}x). No dev or test split. {r["chars"]:,} characters packed into
+{r["rows"]:,} rows of {r["seq_len"]} tokens ({r["tokens"]:,} real tokens; short documents share
+rows, separated by [SEP]).
+
+## Training
+Masked LM with whole-word masking (jieba words, 15%, 80/10/10), {args.get("optimizer", "adamw")}
+at peak learning rate {args.get("lr")}, 6% warm-up then linear decay, batch {args.get("batch_size")} x
+{r["seq_len"]}, {r["steps"]:,} steps ({r["steps"] * args.get("batch_size", 32) / r["rows"]:.2f} epochs), JAX on CPU:
+{r["hours"]:.2f} h, median {r["tokens_per_s_median"]:,.0f} tokens/s, median MFU
+{r["mfu_median"]:.1%} of the CPU's nominal float32 peak. {args.get("machine", "")}
+
+Final training loss (mean of the last 5% of steps): {r["final_loss"]:.3f} nats per masked token.
+Loss curve (step: mean loss of the window ending there): {curve}.
+
+A small model trained for about an hour on two CPU cores: it knows common characters, poetry
+forms and the vocabulary of the downstream sets; it is a starting point for fine-tuning on
+such text, not a general Chinese model. Figures of fine-tuning it are in `recipes/README.md`.
+"""
+    with open(os.path.join(target, "MODEL_CARD.md"), "w", encoding="utf-8") as f:
+        f.write(card)
 
 
 if __name__ == "__main__":

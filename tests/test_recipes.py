@@ -334,10 +334,18 @@ def test_pretrain_chinese_smoke(tmp_path):
         pytest.skip("../shared/data is not beside the project")
     import pretrain_chinese
 
-    assert pretrain_chinese.main(["--out", str(tmp_path), "--smoke"]) == 0
+    shipped = tmp_path / "shipped"
+    assert pretrain_chinese.main(["--out", str(tmp_path), "--smoke", "--ship", str(shipped)]) == 0
     poetry = (tmp_path / "corpus" / "poetry.txt").read_text(encoding="utf-8")
     assert "無" not in poetry and "无" in poetry  # converted by OpenCC (t2s)
     from kerasformer import build_transformer_model
 
     model = build_transformer_model(str(tmp_path / "model"), str(tmp_path / "model"), with_mlm=True)
     assert model.output_shape[-1] == sum(1 for _ in open(tmp_path / "vocab.txt", encoding="utf-8"))
+    # --ship: the half-precision folder predicts what the float32 one does, and has its card
+    half = build_transformer_model(str(shipped), with_mlm=True)
+    ids = np.array([[2, 10, 11, 12, 3]])
+    full_probs, half_probs = (m.predict([ids, np.zeros_like(ids)], verbose=0) for m in (model, half))
+    assert np.abs(full_probs - half_probs).max() < 1e-3
+    card = (shipped / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "batch 4 x\n32, 4 steps" in card and "No dev or test split" in card
