@@ -76,7 +76,11 @@ def make_tokenizer(args, train_texts, out_path):
 
     keep_tokens = None
     if args.vocab:
-        token_dict, keep_tokens = load_vocab(args.vocab, simplified=True, startswith=SPECIAL_TOKENS[:4])
+        # [MASK] stays where the vocabulary has it: the MLM variants (reading comprehension)
+        # predict through it (bert4keras' MLM examples pass it in startswith too)
+        present = load_vocab(args.vocab)
+        token_dict, keep_tokens = load_vocab(args.vocab, simplified=True,
+                                             startswith=[t for t in SPECIAL_TOKENS if t in present])
     else:
         token_dict = build_char_vocab(train_texts, args.min_count)
     vocab_path = os.path.splitext(os.path.abspath(out_path))[0] + "_vocab.txt"
