@@ -8,6 +8,6 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # no network at run time, ever
 status=0
 for backend in jax torch; do
   echo "=== test suite on the $backend backend ==="
-  KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider "$@" || status=1
+  KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider --durations=15 "$@" || status=1
 done
 exit $status
