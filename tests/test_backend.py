@@ -151,6 +151,31 @@ def test_fused_attention_equals_the_spelled_out_attention(variant):
     np.testing.assert_allclose(fused, spelled, atol=2e-2 if dtype == "bfloat16" else 1e-5)
 
 
+def test_bfloat16_model_predicts_within_tolerance_of_float32():
+    """``dtype_policy='bfloat16'`` through ``model.predict`` (on torch the traced graph:
+    bf16 oneDNN linears, fused attention, layer norm in bf16 with float accumulation)
+    stays within bf16's rounding of the float32 model with the same weights: measured
+    max 0.05 / mean 0.004 on outputs of mean magnitude 0.8 (2 layers), max 0.08 at 12."""
+    from kerasformer import build_transformer_model
+
+    config = dict(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=256, max_position=64)
+    keras.utils.set_random_seed(0)
+    full = build_transformer_model(**config)
+    half = build_transformer_model(**config, dtype_policy="bfloat16")
+    half.set_weights(full.get_weights())
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 100, (4, 32)).astype("int32")
+    ids[1, 20:] = 0  # with padding
+    x = [ids, np.zeros_like(ids)]
+    expected = full.predict(x, verbose=0)
+    for _ in range(backend.TRACE_AFTER + 1):
+        out = half.predict(x, verbose=0)
+        assert out.dtype == "bfloat16"
+        error = np.abs(out.astype("float32") - expected)
+        assert error.max() < 0.1 and error.mean() < 0.01, (error.max(), error.mean())
+
+
 def test_models_are_freed_after_predict_and_generate():
     """Compiled functions and engines live on the model / family object, not in global
     tables that would keep every model ever used alive."""

@@ -18,7 +18,7 @@ import keras  # noqa: F401 - ``from kerasformer.backend import keras`` (bert4ker
 
 from kerasformer.backend.dispatch import (MAX_SIGNATURES, TRACE_AFTER, compiled_forward,  # noqa: F401
                                           fused_attention, global_rng_state, inference_mode, jit,
-                                          model_forward, name, predict, set_global_rng_state,
+                                          layer_norm, model_forward, name, predict, set_global_rng_state,
                                           stateless_function, to_numpy, uniform_noise, update_cache)
 from kerasformer.backend.recompute import recompute_call  # noqa: F401
 from kerasformer.backend.torch_graph import CompiledLoop, traced  # noqa: F401
