@@ -19,6 +19,11 @@ import subprocess
 import sys
 import time
 
+# the checkout these scripts live in is what they measure, not whichever kerasformer is installed
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(1, REPO)
+
 
 def set_threads(n):
     """The same thread count for every library a contender may use."""
@@ -91,7 +96,8 @@ class Worker:
 
 def parse(parser, contenders):
     parser.add_argument("--rounds", type=int, default=5, help="A B C ... rounds")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per contender before round 1")
+    # 3: kerasformer on torch traces an input shape on its third call (backend.TRACE_AFTER)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per contender before round 1")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads of every contender")
     parser.add_argument("--only", nargs="+", choices=sorted(contenders), help="run these contenders only")
     parser.add_argument("--json", help="write the results here too")

@@ -17,9 +17,9 @@ Model and layer code uses ``keras.ops`` only and imports what it needs from here
 import keras  # noqa: F401 - ``from kerasformer.backend import keras`` (bert4keras scripts)
 
 from kerasformer.backend.dispatch import (MAX_SIGNATURES, TRACE_AFTER, compiled_forward,  # noqa: F401
-                                          global_rng_state, inference_mode, jit, name, predict,
-                                          set_global_rng_state, stateless_function, to_numpy,
-                                          uniform_noise, update_cache)
+                                          fused_attention, global_rng_state, inference_mode, jit,
+                                          layer_norm, model_forward, name, predict, set_global_rng_state,
+                                          stateless_function, to_numpy, uniform_noise, update_cache)
 from kerasformer.backend.recompute import recompute_call  # noqa: F401
 from kerasformer.backend.torch_graph import CompiledLoop, traced  # noqa: F401
 from kerasformer.backend.train_step import set_train_step, value_and_grad  # noqa: F401

@@ -64,8 +64,16 @@ def compiled_forward(model):
         from kerasformer.backend.torch_graph import traced
 
         graphs, seen = collections.OrderedDict(), {}  # signature -> traced graph / calls so far
+        traced_for = [(), ()]  # the weights the graphs were traced with: ids, and the variables
 
         def forward(inputs):
+            # A graph holds the weights it was traced with as constants: a model whose
+            # variables changed since (``quantize``, ``enable_lora``) must be traced again
+            weights = model.weights
+            if tuple(map(id, weights)) != traced_for[0]:
+                graphs.clear()
+                seen.clear()
+                traced_for[:] = tuple(map(id, weights)), tuple(weights)  # kept alive: ids stay unique
             flat = [keras.ops.convert_to_tensor(x) for x in keras.tree.flatten(inputs)]
             signature = (str(keras.tree.map_structure(lambda _: 0, inputs)),
                          tuple((tuple(x.shape), x.dtype) for x in flat))
@@ -97,16 +105,57 @@ TRACE_AFTER = 3  # torch: calls with one input signature before it gets a traced
 MAX_SIGNATURES = 256  # traced graphs kept per model (torch; the weights are shared)
 
 
-def predict(model, inputs):
-    """Run ``model`` for inference and return numpy, without ``Model.predict``'s per-call
-    overhead; the compiled function is kept on the model (a cycle the garbage collector
-    frees with it, where a global table keyed by model would keep it alive), so repeated
-    calls do not retrace."""
+def model_forward(model):
+    """``model``'s :func:`compiled_forward`, made once and kept on the model (a cycle the
+    garbage collector frees with it, where a global table keyed by model would keep it
+    alive), so repeated calls do not retrace."""
     forward = getattr(model, "_kerasformer_forward", None)
     if forward is None:
         forward = compiled_forward(model)
         model._kerasformer_forward = forward
-    return to_numpy(forward(inputs))
+    return forward
+
+
+def predict(model, inputs):
+    """Run ``model`` for inference and return numpy, without ``Model.predict``'s per-call
+    overhead (see :func:`model_forward`)."""
+    return to_numpy(model_forward(model)(inputs))
+
+
+def layer_norm(x, gamma, beta, epsilon):
+    """LayerNorm over the last axis with scale and offset. Torch: one ``F.layer_norm`` in
+    ``x``'s own dtype (its CPU kernel accumulates bfloat16 in float32 and rounds once, at
+    the output), where ``keras.ops.layer_normalization`` casts a bfloat16 input to
+    float32 and the result back: two more passes over the tensor, a fifth of a bfloat16
+    BERT layer's time. The same kernel in float32."""
+    if name() == "torch":
+        import torch
+
+        x = keras.ops.convert_to_tensor(x)
+        gamma, beta = (keras.ops.convert_to_tensor(t) for t in (gamma, beta))
+        return torch.nn.functional.layer_norm(x, (x.shape[-1],), gamma, beta, epsilon)
+    return keras.ops.layer_normalization(x, gamma, beta, epsilon=epsilon)
+
+
+def fused_attention():
+    """``f(q, k, v, bias, scale)`` -> ``softmax(q k^T * scale + bias) v`` over
+    ``[batch, heads, length, size]`` tensors (``bias`` additive, broadcastable to the
+    scores, or None) in one fused kernel, where the backend has one; None where it has not,
+    and the caller computes the same with ``keras.ops``.
+
+    Torch: ``scaled_dot_product_attention``. On CPU its flash kernel reads the heads'
+    strided views as they are (no copies), never holds the ``[q_len, k_len]`` scores
+    in memory, and accumulates the softmax in float32, also for bfloat16 inputs. XLA on
+    CPU has no such kernel (``jax.nn.dot_product_attention`` is the same einsums), so JAX
+    keeps the caller's ops, which it fuses itself."""
+    if name() != "torch":
+        return None
+    import torch
+
+    def attend(q, k, v, bias, scale):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+
+    return attend
 
 
 def update_cache(cache, new, index):

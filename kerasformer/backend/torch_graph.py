@@ -112,15 +112,69 @@ def _packed_weight(weight, transposed):
     return packed
 
 
+def _only_user(node):
+    return next(iter(node.users)) if len(node.users) == 1 else None
+
+
+def _epilogue(graph, mm, weight, transposed):
+    """What follows ``mm`` that oneDNN's linear computes in the same pass (its output read
+    once instead of up to four times). Returns ``(chain, reshape, bias, gelu, residual)``:
+    ``chain`` the nodes from ``mm`` to the last one folded in; ``reshape`` a view of the
+    product back to the caller's rank (``matmul`` on a 3-D input traces as view, mm,
+    view); ``bias`` a 1-D constant added next; ``gelu`` the approximation ('none' is erf,
+    or 'tanh') of a GELU applied after the bias; ``residual`` a tensor of the output's
+    shape added last (the residual connection after an output projection). Anything
+    absent is None."""
+    import torch
+
+    aten = torch.ops.aten
+    chain = [mm]
+    reshape = bias = gelu = residual = None
+
+    def added(node):  # the other operand of a plain ``add(node, other)`` that is node's only user
+        add = _only_user(node)
+        if add is None or add.target is not aten.add.Tensor or add.kwargs or len(add.args) != 2:
+            return None, None
+        other = add.args[1] if add.args[0] is node else add.args[0]
+        return (add, other) if isinstance(other, torch.fx.Node) and other is not node else (None, None)
+
+    user = _only_user(mm)
+    if user is not None and user.target in (aten.view.default, aten._unsafe_view.default):
+        reshape = user
+        chain.append(user)
+    add, other = added(chain[-1])
+    value = getattr(graph, other.target, None) if add is not None and other.op == "get_attr" else None
+    if (isinstance(value, torch.Tensor) and value.dtype == weight.dtype
+            and value.shape == (weight.shape[0 if transposed else 1],)):
+        bias = other
+        chain.append(add)
+        act = _only_user(add)
+        if (act is not None and act.target is aten.gelu.default and act.args[0] is add
+                and act.kwargs.get("approximate", "none") in ("none", "tanh")):
+            gelu = act.kwargs.get("approximate", "none")
+            chain.append(act)
+    if gelu is None:
+        add, other = added(chain[-1])
+        mine, theirs = chain[-1].meta.get("val"), getattr(other, "meta", {}).get("val")
+        if (add is not None and isinstance(mine, torch.Tensor) and isinstance(theirs, torch.Tensor)
+                and theirs.shape == mine.shape and theirs.dtype == mine.dtype):
+            residual = other
+            chain.append(add)
+    return chain, reshape, bias, gelu, residual
+
+
 def _prepack_matmuls(graph):
-    """Rewrite ``graph``'s ``mm(x, W)`` with a float32 CPU weight ``W`` into oneDNN's
-    linear on a prepacked weight; return what must be re-packed when weights change.
-    Leaves the graph as it is where oneDNN is missing or refuses the weight."""
+    """Rewrite ``graph``'s ``mm(x, W)`` with a float32 or bfloat16 CPU weight ``W`` into
+    oneDNN's linear on a prepacked weight, with the bias add, GELU or residual add that
+    follows folded into it (see :func:`_epilogue`); return what must be re-packed when
+    weights change. Leaves the graph as it is where oneDNN is missing or refuses the
+    weight."""
     import torch
 
     aten = torch.ops.aten
     if not torch.backends.mkldnn.is_available():
         return []
+    linear_pointwise = private.get(torch.ops.mkldnn, "_linear_pointwise")
     transposes = {aten.t.default, aten.permute.default, aten.transpose.int}
     packed = []
     for node in list(graph.graph.nodes):
@@ -134,8 +188,9 @@ def _prepack_matmuls(graph):
             source, transposed = source.args[0], True
         if source.op != "get_attr":
             continue
-        weight = getattr(graph, source.target)
-        if weight.dtype != torch.float32 or weight.device.type != "cpu" or weight.dim() != 2:
+        weight, x = getattr(graph, source.target), node.args[0]
+        if (weight.dtype not in (torch.float32, torch.bfloat16) or weight.device.type != "cpu"
+                or weight.dim() != 2 or x.meta["val"].dtype != weight.dtype):
             continue
         try:
             first = _packed_weight(weight, transposed)
@@ -143,14 +198,25 @@ def _prepack_matmuls(graph):
             continue
         attribute = f"_packed_{len(packed)}"
         graph.register_buffer(attribute, first, persistent=False)
-        with graph.graph.inserting_before(node):
+        chain, reshape, bias, gelu, residual = _epilogue(graph, node, weight, transposed)
+        last = chain[-1]
+        with graph.graph.inserting_before(last):  # every operand is defined by then
             packed_node = graph.graph.get_attr(attribute)
-            linear = graph.graph.call_function(private.get(torch.ops.mkldnn, "_linear_pointwise").default,
-                                               (node.args[0], packed_node, None, "none", [], ""))
-        node.replace_all_uses_with(linear)
-        graph.graph.erase_node(node)
-        if weight_arg is not source and not weight_arg.users:
-            graph.graph.erase_node(weight_arg)
+            bias_node = graph.graph.get_attr(bias.target) if bias is not None else None
+            if residual is not None:  # oneDNN adds a 2-D ``other`` of the product's shape
+                rows = graph.graph.call_function(aten.reshape.default, (residual, list(node.meta["val"].shape)))
+                result = graph.graph.call_function(linear_pointwise.binary, (x, rows, packed_node, bias_node, "add"))
+            else:
+                result = graph.graph.call_function(
+                    linear_pointwise.default, (x, packed_node, bias_node, "gelu" if gelu else "none", [], gelu or ""))
+            if reshape is not None:
+                result = graph.graph.call_function(reshape.target, (result, *reshape.args[1:]))
+        last.replace_all_uses_with(result)
+        for folded in reversed(chain):
+            graph.graph.erase_node(folded)
+        for unused in (weight_arg, bias):
+            if unused is not None and unused is not source and not unused.users:
+                graph.graph.erase_node(unused)
         packed.append([attribute, weight, transposed, private.get(weight, "_version")])
     graph.recompile()
     return packed

@@ -173,6 +173,32 @@ class MultiHeadAttention(keras.layers.Layer):
             kw = backend.update_cache(cache[0], kw, cache_index)
             vw = backend.update_cache(cache[1], vw, cache_index)
             cache = (kw, vw)
+        fused = None
+        if relative is None and not return_attention_scores and not (training and self.attention_dropout):
+            fused = backend.fused_attention()
+        if fused is not None:
+            # the same arithmetic in one kernel: the mask becomes an additive -1e30, which
+            # swallows any score as the ``where`` below does (a fully masked row attends
+            # uniformly either way)
+            bias = None if attention_bias is None else ops.cast(attention_bias, qw.dtype)
+            if attention_mask is not None:
+                bias = ops.where(attention_mask, ops.cast(0.0, qw.dtype) if bias is None else bias,
+                                 ops.cast(-1e30, qw.dtype))
+            scale = self.key_size ** -0.5 if self.attention_scale else 1.0
+            out = fused(qw, kw, vw, bias, scale)  # [batch, heads, q_len, head_size]
+        else:
+            out, attention = self._attend(qw, kw, vw, relative, attention_bias, attention_mask, training)
+        out = ops.transpose(out, (0, 2, 1, 3))
+        batch, length = ops.shape(out)[0], ops.shape(out)[1]
+        out = ops.reshape(out, (batch, length, self.heads * self.head_size))
+        out = dense(self.o_dense, out)
+        if return_attention_scores:
+            return (out, attention) if cache is None else (out, cache, attention)
+        return out if cache is None else (out, cache)
+
+    def _attend(self, qw, kw, vw, relative, attention_bias, attention_mask, training):
+        """Attention with every step spelled out in ``keras.ops``: the output
+        ``[batch, heads, q_len, head_size]`` and the probabilities (before dropout)."""
         scores = ops.matmul(qw, ops.transpose(kw, (0, 1, 3, 2)))
         if relative is not None:
             scores = scores + ops.einsum("bhqd,qkd->bhqk", qw, relative)
@@ -190,13 +216,7 @@ class MultiHeadAttention(keras.layers.Layer):
         out = ops.matmul(probs, vw)  # [batch, heads, q_len, head_size]
         if relative is not None:
             out = out + ops.einsum("bhqk,qkd->bhqd", probs, relative)
-        out = ops.transpose(out, (0, 2, 1, 3))
-        batch, length = ops.shape(out)[0], ops.shape(out)[1]
-        out = ops.reshape(out, (batch, length, self.heads * self.head_size))
-        out = dense(self.o_dense, out)
-        if return_attention_scores:
-            return (out, attention) if cache is None else (out, cache, attention)
-        return out if cache is None else (out, cache)
+        return out, attention
 
     def _decoding_cache(self, decoding, cache, cross, k, v):
         """(cache, cache_index) of a cached pass; see ``call``."""

@@ -2,6 +2,8 @@
 import keras
 from keras import ops
 
+from kerasformer import backend
+
 
 class ConditionalShift:
     """The conditional part of a (conditional) norm, shared by :class:`LayerNorm` and
@@ -80,7 +82,7 @@ class LayerNorm(ConditionalShift, keras.layers.Layer):
             x = inputs
             if self.scale and self.center and not self.rms:
                 # the fused kernel where the backend has one (torch's F.layer_norm)
-                return ops.layer_normalization(x, self.gamma, self.beta, epsilon=self.epsilon)
+                return backend.layer_norm(x, self.gamma, self.beta, self.epsilon)
         # normalise in float32 even under mixed precision: the variance is fragile in bf16
         dtype = x.dtype
         x = ops.cast(x, "float32")

@@ -514,6 +514,16 @@ class TransformerModel(keras.Model):
     def __call__(self, inputs, *args, **kwargs):
         return super().__call__(standardize_inputs(self, inputs), *args, **kwargs)
 
+    def predict_step(self, *args, **kwargs):
+        # torch: Keras' predict loop (batches, callbacks) around the traced graph that
+        # backend.predict runs (no Keras dispatch per op, fused oneDNN linears); Keras' own
+        # step on other backends (JAX's is ``predict_step(state, data)``, already compiled)
+        # and when the user asked for torch.compile (jit_compile=True)
+        if backend.name() == "torch" and not self.jit_compile and len(args) == 1 and not kwargs:
+            x, _, _ = keras.utils.unpack_x_y_sample_weight(args[0])
+            return backend.model_forward(self)(x)
+        return super().predict_step(*args, **kwargs)
+
 
 def _jsonable(settings):
     """``settings`` as plain JSON values (numpy arrays to lists, dtype policies to names),

@@ -138,6 +138,10 @@ def masked_loss(y_true, y_pred):
     float32 under a mixed policy): bert4keras' ``mlm_loss`` / ``lm_loss``."""
     from keras import ops
 
+    # as [positions, vocab] rows: torch's cross-entropy wants the classes on axis 1, and
+    # Keras moves a [batch, length, vocab] tensor's last axis there with a full copy
+    y_true = ops.reshape(y_true, (-1,))
+    y_pred = ops.reshape(y_pred, (-1, ops.shape(y_pred)[-1]))
     valid = ops.cast(ops.greater_equal(y_true, 0), "float32")
     ce = ops.sparse_categorical_crossentropy(ops.maximum(y_true, 0), ops.cast(y_pred, "float32"),
                                              from_logits=True)
