@@ -94,3 +94,11 @@ def test_bench_pretrain_data():
     text = run("bench_pretrain_data.py", "--docs", "200", "--batches", "3", "--steps", "1", "--config", "tiny",
                "--workers", "1", "--batch-size", "4", "--seq-len", "32")
     assert "chars/s" in text and "faster than the step" in text
+
+
+def test_bench_pretrain_step(tmp_path):
+    """Both heads train on the same masked batch: the same loss (gathering changes no value)."""
+    results, _ = run_alternating(tmp_path, "bench_pretrain_step.py", "--size", "tiny", "--vocab", "300",
+                                 "--batch", "4", "--length", "32")
+    values = [entry["value"] for entry in results["contenders"].values()]
+    assert len(values) == 2 and abs(values[0] - values[1]) < 1e-3 * abs(values[0])
