@@ -41,6 +41,12 @@ instance), ``Lion`` (Keras' own, which follows the paper), :func:`layerwise_lr_m
 (layer-wise learning-rate decay for ``paramwise_lr_schedule``) and
 :func:`exclude_from_weight_decay` (path-based exclusion for any Keras optimizer instance).
 
+On PyTorch, :class:`AdamW`, :class:`Adam` and ``extend_with_weight_decay`` /
+``extend_with_piecewise_linear_lr`` over ``keras.optimizers.Adam`` update all variables with
+fused ``torch._foreach`` ops (:mod:`kerasformer.backend.fused_optimizers`), under every
+extension here (each extension's own step still runs around it); AMSGrad and subclasses that
+override ``update_step`` keep Keras' per-variable loop. The numbers are the loop's.
+
 Generated classes are registered as Keras custom objects under their class name (as
 bert4keras does), so a compiled model saved as ``.keras`` loads again once the same
 ``extend_with_*`` call has run in the loading process.
