@@ -43,7 +43,7 @@ instance), ``Lion`` (Keras' own, which follows the paper), :func:`layerwise_lr_m
 
 On PyTorch, :class:`AdamW`, :class:`Adam` and ``extend_with_weight_decay`` /
 ``extend_with_piecewise_linear_lr`` over ``keras.optimizers.Adam`` update all variables with
-fused ``torch._foreach`` ops (:mod:`kerasformer.backend.fused_optimizers`), under every
+torch's fused Adam kernel (:mod:`kerasformer.backend.fused_optimizers`), under every
 extension here (each extension's own step still runs around it); AMSGrad and subclasses that
 override ``update_step`` keep Keras' per-variable loop. The numbers are the loop's.
 
@@ -170,7 +170,7 @@ _FUSED_KINDS = {keras.optimizers.Adam.update_step: "keras_adam"}  # update_step 
 def _fused_or_loop(optimizer, parent, grads, variables, learning_rate):
     """``_backend_update_step`` of a class whose parent's is ``parent`` (bound): where that is
     Keras' loop over ``update_step`` and the backend has a fused version of this optimizer's
-    ``update_step`` (torch: ``_foreach`` ops, :mod:`kerasformer.backend.fused_optimizers`),
+    ``update_step`` (torch: its fused Adam kernel, :mod:`kerasformer.backend.fused_optimizers`),
     run that instead -- the same update, all variables at once; otherwise ``parent``. The
     check on the parent keeps every extension that overrides ``_backend_update_step`` below
     this class (layer adaptation, lazy updates, parameter-wise rates) in charge."""

@@ -7,8 +7,8 @@
 * :mod:`~kerasformer.backend.train_step`: gradients and a custom ``fit`` step
   (``value_and_grad``, ``set_train_step``);
 * :mod:`~kerasformer.backend.recompute`: gradient checkpointing (``recompute_call``);
-* :mod:`~kerasformer.backend.fused_optimizers`: the Adam family's update as torch ``_foreach``
-  ops over all variables (``fused_update_step``);
+* :mod:`~kerasformer.backend.fused_optimizers`: the Adam family's update through torch's fused
+  Adam kernel, all variables in one call (``fused_update_step``);
 * :mod:`~kerasformer.backend.private`: every private Keras / torch attribute kerasformer uses,
   checked against the versions it was written for;
 * :mod:`~kerasformer.backend.bert4keras`: ``bert4keras.backend``'s helpers, so a ported script's
