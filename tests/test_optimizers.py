@@ -405,7 +405,7 @@ FUSED_CASES = {  # name -> (factory, fused on torch)
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="the fused update exists on torch only")
 @pytest.mark.parametrize("case", sorted(FUSED_CASES))
 def test_fused_update_equals_per_variable_update(case, monkeypatch):
-    """On torch, kerasformer's Adam-family optimizers update all variables with ``_foreach`` ops;
+    """On torch, kerasformer's Adam-family optimizers update all variables in one fused call;
     that must be the update Keras' per-variable loop makes, for every extension stacked on them:
     decayed and excluded variables (paths with 'Norm' and 'bias'), gradients from 1e-6 to 1 (so
     epsilon's placement shows), several steps."""
