@@ -2,8 +2,11 @@
 
 kerasformer's pretraining model (``kerasformer.pretraining``: the MLM head, masked loss,
 ``train_on_batch`` as ``kerasformer pretrain`` runs it) on JAX and on PyTorch against Hugging
-Face ``BertForMaskedLM`` in a plain PyTorch loop (``loss.backward(); opt.step()``), same
-shapes, same optimizer, float32; ``*-bf16`` contenders use mixed bfloat16 (Keras'
+Face ``BertForMaskedLM`` in a plain PyTorch loop (``loss.backward(); opt.step();
+scheduler.step()``), float32; the same computation: every contender starts from the same
+weights (HF's initialisation, seeded, loaded into ours) and uses the same optimizer (AdamW,
+epsilon 1e-6, LayerNorm and biases not decayed, the same linear schedule), so the value
+column (the loss) agrees between contenders; ``*-bf16`` contenders use mixed bfloat16 (Keras'
 ``mixed_bfloat16`` policy; ``torch.autocast`` for HF). Alternating rounds, one process per
 contender, the same thread count (benchmarks/alternate.py); tokens/s per contender and the
 per-round speed ratio to HF float32.
@@ -24,7 +27,7 @@ SIZES = {
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
 }
 VOCAB = 21128
-LR, WEIGHT_DECAY = 1e-4, 0.01
+LR, WEIGHT_DECAY, STEPS = 1e-4, 0.01, 10 ** 6
 
 
 def batch(args):
@@ -41,18 +44,38 @@ def batch(args):
     return ids, np.zeros_like(ids), targets, vocab
 
 
+def hf_model(args, vocab):
+    """HF's ``BertForMaskedLM`` with HF's initialisation, seeded: every contender's start."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=vocab, max_position_embeddings=512, type_vocab_size=2,
+                                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                     **SIZES[args.size])
+    return transformers.BertForMaskedLM(config).train()
+
+
 def kerasformer(backend, mixed=False):
     def setup(args):
         os.environ["KERAS_BACKEND"] = backend
+        import shutil
+        import tempfile
+
         import kerasformer  # noqa: F401
         from kerasformer.pretraining.train import _MaskedLoss, build_pretraining_model, make_optimizer
 
         ids, segments, targets, vocab = batch(args)
-        transformer = build_pretraining_model("mlm", dict(SIZES[args.size]), vocab, seq_len=args.length,
-                                              dtype_policy="mixed_bfloat16" if mixed else None,
-                                              dropout_rate=0.0)
+        folder = tempfile.mkdtemp()
+        try:  # HF's initial weights, through kerasformer's loader
+            hf_model(args, vocab).save_pretrained(folder)
+            transformer = build_pretraining_model("mlm", folder, vocab, init=folder, seq_len=args.length,
+                                                  dtype_policy="mixed_bfloat16" if mixed else None,
+                                                  dropout_rate=0.0)
+        finally:
+            shutil.rmtree(folder)
         model = transformer.model
-        model.compile(optimizer=make_optimizer("adamw", LR, 10 ** 6, 0, WEIGHT_DECAY), loss=_MaskedLoss())
+        model.compile(optimizer=make_optimizer("adamw", LR, STEPS, 0, WEIGHT_DECAY), loss=_MaskedLoss())
         x = [ids, segments] if len(model.inputs) > 1 else [ids]
         return lambda: float(model.train_on_batch(x, targets, return_dict=True)["loss"])
 
@@ -65,11 +88,15 @@ def hf(mixed=False):
         import transformers
 
         ids, segments, targets, vocab = batch(args)
-        c = SIZES[args.size]
-        config = transformers.BertConfig(vocab_size=vocab, max_position_embeddings=512, type_vocab_size=2,
-                                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **c)
-        model = transformers.BertForMaskedLM(config).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+        model = hf_model(args, vocab)
+        # make_optimizer's AdamW: epsilon 1e-6, LayerNorm and biases not decayed, warm-up over
+        # one step (the first update has rate 0) then linear decay to 0 at STEPS
+        parameters = dict(model.named_parameters())
+        decayed = [n for n in parameters if "LayerNorm" not in n and "bias" not in n]
+        opt = torch.optim.AdamW([{"params": [parameters[n] for n in decayed]},
+                                 {"params": [p for n, p in parameters.items() if n not in decayed],
+                                  "weight_decay": 0.0}], lr=LR, eps=1e-6, weight_decay=WEIGHT_DECAY)
+        scheduler = transformers.get_linear_schedule_with_warmup(opt, 1, STEPS)
         ids, segments = torch.from_numpy(ids).long(), torch.from_numpy(segments).long()
         labels = torch.from_numpy(targets).long().masked_fill(torch.from_numpy(targets) < 0, -100)
 
@@ -78,6 +105,7 @@ def hf(mixed=False):
                 loss = model(input_ids=ids, token_type_ids=segments, labels=labels).loss
             loss.backward()
             opt.step()
+            scheduler.step()
             opt.zero_grad(set_to_none=True)
             return float(loss.detach())
 

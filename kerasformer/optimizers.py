@@ -41,6 +41,12 @@ instance), ``Lion`` (Keras' own, which follows the paper), :func:`layerwise_lr_m
 (layer-wise learning-rate decay for ``paramwise_lr_schedule``) and
 :func:`exclude_from_weight_decay` (path-based exclusion for any Keras optimizer instance).
 
+On PyTorch, :class:`AdamW`, :class:`Adam` and ``extend_with_weight_decay`` /
+``extend_with_piecewise_linear_lr`` over ``keras.optimizers.Adam`` update all variables with
+torch's fused Adam kernel (:mod:`kerasformer.backend.fused_optimizers`), under every
+extension here (each extension's own step still runs around it); AMSGrad and subclasses that
+override ``update_step`` keep Keras' per-variable loop. The numbers are the loop's.
+
 Generated classes are registered as Keras custom objects under their class name (as
 bert4keras does), so a compiled model saved as ``.keras`` loads again once the same
 ``extend_with_*`` call has run in the loading process.
@@ -52,6 +58,7 @@ import numpy as np
 from keras import ops
 
 from kerasformer.backend import private
+from kerasformer.backend.fused_optimizers import fused_update_step
 from kerasformer.errors import KerasformerError
 from kerasformer.snippets import string_matching
 
@@ -154,6 +161,25 @@ class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
                 "learning_rate": self.learning_rate, "from_zero": self.from_zero}
 
 
+# --------------------------------------------------------------------------- fused update
+
+_PER_VARIABLE_LOOP = private.require(keras.optimizers.Optimizer, "_backend_update_step")._backend_update_step
+_FUSED_KINDS = {keras.optimizers.Adam.update_step: "keras_adam"}  # update_step -> fused version
+
+
+def _fused_or_loop(optimizer, parent, grads, variables, learning_rate):
+    """``_backend_update_step`` of a class whose parent's is ``parent`` (bound): where that is
+    Keras' loop over ``update_step`` and the backend has a fused version of this optimizer's
+    ``update_step`` (torch: its fused Adam kernel, :mod:`kerasformer.backend.fused_optimizers`),
+    run that instead -- the same update, all variables at once; otherwise ``parent``. The
+    check on the parent keeps every extension that overrides ``_backend_update_step`` below
+    this class (layer adaptation, lazy updates, parameter-wise rates) in charge."""
+    kind = _FUSED_KINDS.get(type(optimizer).update_step)
+    if (kind is None or getattr(parent, "__func__", None) is not _PER_VARIABLE_LOOP
+            or not fused_update_step(optimizer, kind, grads, variables, learning_rate)):
+        parent(grads, variables, learning_rate)
+
+
 # ------------------------------------------------------------------------- weight decay
 
 def exclude_from_weight_decay(optimizer, patterns=DEFAULT_WEIGHT_DECAY_EXCLUDE):
@@ -222,6 +248,9 @@ def extend_with_weight_decay(BaseOptimizer, name=None):
                 decisions[key] = use
             return decisions[key]
 
+        def _backend_update_step(self, grads, trainable_variables, learning_rate):
+            _fused_or_loop(self, super()._backend_update_step, grads, trainable_variables, learning_rate)
+
         def get_config(self):
             config = super().get_config()
             config["weight_decay_rate"] = config.pop("weight_decay", None)
@@ -269,6 +298,9 @@ def extend_with_piecewise_linear_lr(BaseOptimizer, name=None):
         def _get_current_learning_rate(self):
             multiplier = piecewise_linear(private.get(self, "_iterations"), self.lr_schedule)
             return ops.convert_to_tensor(super()._get_current_learning_rate()) * multiplier
+
+        def _backend_update_step(self, grads, trainable_variables, learning_rate):
+            _fused_or_loop(self, super()._backend_update_step, grads, trainable_variables, learning_rate)
 
         def get_config(self):
             config = super().get_config()
@@ -628,11 +660,17 @@ class Adam(private.require(keras.optimizers.Optimizer, "_get_variable_index")):
             v_t = v_t / (1.0 - ops.power(ops.cast(self.beta_2, dtype), step))
         self.assign_sub(variable, lr * m_t / (ops.sqrt(v_t) + self.epsilon))
 
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        _fused_or_loop(self, super()._backend_update_step, grads, trainable_variables, learning_rate)
+
     def get_config(self):
         config = super().get_config()
         config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon,
                       bias_correction=self.bias_correction)
         return config
+
+
+_FUSED_KINDS[Adam.update_step] = "bert4keras_adam"
 
 
 def _root_mean_square(x):

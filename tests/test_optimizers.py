@@ -374,3 +374,69 @@ def test_extended_optimizers_round_trip_config(tmp_path):
     loaded = keras.saving.load_model(path)
     assert type(loaded.optimizer) is ko.AdamW
     assert loaded.optimizer._weight_decay_patterns == ("Norm", "bias")
+
+
+# ------------------------------------------------------------------ fused update (torch)
+
+def _pretraining_optimizer(name, **kwargs):
+    from kerasformer.pretraining.train import make_optimizer
+
+    return make_optimizer(name, lr=1e-2, steps=10, warmup=2, weight_decay=0.1, **kwargs)
+
+
+FUSED_CASES = {  # name -> (factory, fused on torch)
+    "AdamW": (lambda: ko.AdamW(learning_rate=1e-2, weight_decay_rate=0.1), True),
+    "pretraining adamw": (lambda: _pretraining_optimizer("adamw"), True),
+    "pretraining lamb": (lambda: _pretraining_optimizer("lamb"), True),
+    "pretraining adamw, accumulation, EMA": (lambda: _pretraining_optimizer("adamw", grad_accum=2, ema=0.9), True),
+    "bert4keras Adam": (lambda: ko.Adam(learning_rate=1e-2), True),
+    "bert4keras Adam, no bias correction, decay": (
+        lambda: ko.extend_with_weight_decay(ko.Adam)(learning_rate=1e-2, bias_correction=False, weight_decay_rate=0.1,
+                                                     exclude_from_weight_decay=["Norm", "bias"]), True),
+    "AdamW, parameter-wise lr": (
+        lambda: ko.extend_with_parameter_wise_lr(ko.AdamW)(learning_rate=1e-2, weight_decay_rate=0.1,
+                                                           paramwise_lr_schedule={"Norm": 0.5}), True),
+    "AdamW, lazy": (lambda: ko.extend_with_lazy_optimization(ko.AdamW)(
+        learning_rate=1e-2, include_in_lazy_optimization=["Norm"]), True),
+    "AdamW, amsgrad": (lambda: ko.AdamW(learning_rate=1e-2, amsgrad=True), False),
+}
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the fused update exists on torch only")
+@pytest.mark.parametrize("case", sorted(FUSED_CASES))
+def test_fused_update_equals_per_variable_update(case, monkeypatch):
+    """On torch, kerasformer's Adam-family optimizers update all variables in one fused call;
+    that must be the update Keras' per-variable loop makes, for every extension stacked on them:
+    decayed and excluded variables (paths with 'Norm' and 'bias'), gradients from 1e-6 to 1 (so
+    epsilon's placement shows), several steps."""
+    import kerasformer.optimizers as module
+
+    factory, fused = FUSED_CASES[case]
+    specs = [("Transformer-0-FeedForward", 6, 5), ("Transformer-0-FeedForward-Norm", 5, 4)]
+    rng = np.random.default_rng(0)
+    steps = []
+    for _ in range(5):
+        grads = [rng.normal(size=v.shape) * 10.0 ** rng.integers(-6, 1) for v in _layers_variables(*specs)]
+        grads[-1][1:] = 0.0  # a bias with untouched rows (the lazy update keeps them)
+        steps.append([g.astype("float32") for g in grads])
+
+    calls = []
+    real = module.fused_update_step
+
+    def counted(*args):
+        calls.append(real(*args))
+        return calls[-1]
+
+    results = []
+    for use_fused in (True, False):
+        monkeypatch.setattr(module, "fused_update_step", counted if use_fused else lambda *args: False)
+        variables = _layers_variables(*specs)
+        optimizer = factory()
+        for grads in steps:
+            apply(optimizer, grads, variables)
+        results.append(_values(variables))
+    assert any(calls) == fused
+    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(results[1], _values(_layers_variables(*specs))))
+    assert moved > 1e-3
+    for fused_value, loop_value in zip(*results):
+        np.testing.assert_allclose(fused_value, loop_value, rtol=0, atol=1e-6)

@@ -7,6 +7,8 @@
 * :mod:`~kerasformer.backend.train_step`: gradients and a custom ``fit`` step
   (``value_and_grad``, ``set_train_step``);
 * :mod:`~kerasformer.backend.recompute`: gradient checkpointing (``recompute_call``);
+* :mod:`~kerasformer.backend.fused_optimizers`: the Adam family's update through torch's fused
+  Adam kernel, all variables in one call (``fused_update_step``);
 * :mod:`~kerasformer.backend.private`: every private Keras / torch attribute kerasformer uses,
   checked against the versions it was written for;
 * :mod:`~kerasformer.backend.bert4keras`: ``bert4keras.backend``'s helpers, so a ported script's
@@ -20,6 +22,7 @@ from kerasformer.backend.dispatch import (MAX_SIGNATURES, TRACE_AFTER, compiled_
                                           fused_attention, global_rng_state, inference_mode, jit,
                                           layer_norm, model_forward, name, predict, set_global_rng_state,
                                           stateless_function, to_numpy, uniform_noise, update_cache)
+from kerasformer.backend.fused_optimizers import fused_update_step  # noqa: F401
 from kerasformer.backend.recompute import recompute_call  # noqa: F401
 from kerasformer.backend.torch_graph import CompiledLoop, traced  # noqa: F401
 from kerasformer.backend.train_step import set_train_step, value_and_grad  # noqa: F401

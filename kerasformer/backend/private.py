@@ -44,6 +44,9 @@ ATTRIBUTES = {
     "_backend_update_step": ("keras", "Optimizer"),
     "_backend_apply_gradients": ("keras", "Optimizer"),
     "_clip_gradients": ("keras", "Optimizer"),
+    # Adam's slots, read by the fused torch update (backend.fused_optimizers)
+    "_momentums": ("keras", "Adam"),
+    "_velocities": ("keras", "Adam"),
     # the torch graph compiler (backend.torch_graph)
     "_version": ("torch", "Tensor"),
     "_reorder_linear_weight": ("torch", "torch.ops.mkldnn"),
