@@ -307,9 +307,10 @@ def test_classify_from_pretrained_checkpoint(tmp_path, tiny_hf_bert):
 
     args = classify.parse_args(argv)
     assert args.pool == "cls"  # the pretrained pooler
-    token_dict, keep_tokens = load_vocab(str(vocab_path), simplified=True, startswith=common.SPECIAL_TOKENS[:4])
-    # [MASK] and the '##' CJK pieces go (bert4keras' rule); the other tokens keep their order
-    assert len(token_dict) == config.vocab_size - 3 and keep_tokens[:5] == [0, 1, 2, 3, 7]
+    token_dict, keep_tokens = load_vocab(str(vocab_path), simplified=True, startswith=common.SPECIAL_TOKENS)
+    # the '##' CJK pieces go (bert4keras' rule); [MASK] stays (the MLM variants predict through
+    # it); the other tokens keep their order
+    assert len(token_dict) == config.vocab_size - 2 and keep_tokens[:6] == [0, 1, 2, 3, 4, 7]
     encoder = common.build_encoder(args, len(token_dict), keep_tokens, with_pool=True).model
     hf = {k: v.detach().numpy() for k, v in hf_model.state_dict().items()}
     np.testing.assert_allclose(encoder.get_layer("Embedding-Token").get_weights()[0],
