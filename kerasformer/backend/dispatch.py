@@ -151,8 +151,15 @@ def fused_attention():
     if name() != "torch":
         return None
     import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     def attend(q, k, v, bias, scale):
+        if torch.is_grad_enabled():
+            # while training: the math kernel, which is differentiable twice. The CPU flash
+            # kernel's backward has no derivative, so a gradient of a gradient (bert4keras'
+            # gradient penalty, create_graph=True) failed with it
+            with sdpa_kernel(SDPBackend.MATH):
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
         return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
 
     return attend
