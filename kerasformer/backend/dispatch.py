@@ -154,10 +154,13 @@ def fused_attention():
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     def attend(q, k, v, bias, scale):
-        if torch.is_grad_enabled():
-            # while training: the math kernel, which is differentiable twice. The CPU flash
-            # kernel's backward has no derivative, so a gradient of a gradient (bert4keras'
-            # gradient penalty, create_graph=True) failed with it
+        from kerasformer.backend.train_step import computing_gradients
+
+        if torch.is_grad_enabled() and computing_gradients():
+            # inside kerasformer's value_and_grad (the training tricks: gradient penalty,
+            # adversarial training) a gradient may itself be differentiated
+            # (create_graph=True), and the CPU flash kernel's backward has no derivative:
+            # the math kernel is differentiable twice. Keras' own fit keeps the flash kernel.
             with sdpa_kernel(SDPBackend.MATH):
                 return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
         return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)

@@ -11,6 +11,12 @@ from kerasformer.backend.dispatch import name
 _TORCH_GRAD_DEPTH = [0]  # how many value_and_grad calls are active (torch): >0 means nested
 
 
+def computing_gradients():
+    """Whether a torch ``value_and_grad`` call is active (its gradients may be differentiated
+    again by an enclosing one)."""
+    return _TORCH_GRAD_DEPTH[0] > 0
+
+
 def value_and_grad(fn, has_aux=False):
     """``fn(values, *args)`` -> ``loss`` (or ``(loss, aux)`` with ``has_aux``) turned into
     ``g(values, *args)`` -> ``(loss or (loss, aux), grads)``: the gradients of the scalar
