@@ -164,11 +164,9 @@ def run_summary(out):
     curve = [(int(step[min(i + window, len(step)) - 1]), float(loss[i:i + window].mean()))
              for i in range(0, len(rows), window)]
     # what a model that ignores the context scores: the entropy of the characters (specials excluded)
-    counts = np.zeros(1, "int64")
-    for shard in index["shards"][:8]:
-        ids = np.load(os.path.join(out, "data", shard["name"] + ".ids.npy"), mmap_mode="r").ravel()
-        c = np.bincount(ids[ids > 4])
-        counts = np.pad(counts, (0, max(0, len(c) - len(counts)))) + np.pad(c, (0, max(0, len(counts) - len(c))))
+    ids = np.concatenate([np.load(os.path.join(out, "data", shard["name"] + ".ids.npy"), mmap_mode="r").ravel()
+                          for shard in index["shards"][:8]])  # 8 shards: a 67 MB sample at most
+    counts = np.bincount(ids[ids > 4])
     p = counts[counts > 0] / counts.sum()
     return {"steps": int(step[-1]), "final_loss": float(loss[-window:].mean()), "curve": curve,
             "unigram_entropy": float(-(p * np.log(p)).sum()),
