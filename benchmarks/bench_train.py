@@ -1,7 +1,9 @@
 """Training-step speed: one MLM update (forward, backward, AdamW) on a batch x 128.
 
 kerasformer's pretraining model (``kerasformer.pretraining``: the MLM head, masked loss,
-``train_on_batch`` as ``kerasformer pretrain`` runs it) on JAX and on PyTorch against Hugging
+``train_on_batch`` as ``kerasformer pretrain`` runs it: the head on the gathered masked positions
+only, ``masked_positions_model``; the ``*-full`` contenders run it on every position, as HF's
+``BertForMaskedLM`` does) on JAX and on PyTorch against Hugging
 Face ``BertForMaskedLM`` in a plain PyTorch loop (``loss.backward(); opt.step();
 scheduler.step()``), float32; the same computation: every contender starts from the same
 weights (HF's initialisation, seeded, loaded into ours) and uses the same optimizer (AdamW,
@@ -56,14 +58,16 @@ def hf_model(args, vocab):
     return transformers.BertForMaskedLM(config).train()
 
 
-def kerasformer(backend, mixed=False):
+def kerasformer(backend, mixed=False, full_head=False):
     def setup(args):
         os.environ["KERAS_BACKEND"] = backend
         import shutil
         import tempfile
 
         import kerasformer  # noqa: F401
-        from kerasformer.pretraining.train import _MaskedLoss, build_pretraining_model, make_optimizer
+        from kerasformer.pretraining.objectives import gather_targets, prediction_slots
+        from kerasformer.pretraining.train import (_MaskedLoss, build_pretraining_model, make_optimizer,
+                                                   masked_positions_model)
 
         ids, segments, targets, vocab = batch(args)
         folder = tempfile.mkdtemp()
@@ -74,9 +78,15 @@ def kerasformer(backend, mixed=False):
                                                   dropout_rate=0.0)
         finally:
             shutil.rmtree(folder)
-        model = transformer.model
+        x = [ids, segments] if len(transformer.model.inputs) > 1 else [ids]
+        if full_head:
+            model = transformer.model
+        else:  # what `kerasformer pretrain` trains: the same loss, the head on the targets only
+            model = masked_positions_model(transformer, prediction_slots(args.length))
+            positions, targets, dropped = gather_targets(targets, prediction_slots(args.length))
+            assert dropped == 0, dropped  # the same targets as the full head's
+            x.append(positions)
         model.compile(optimizer=make_optimizer("adamw", LR, STEPS, 0, WEIGHT_DECAY), loss=_MaskedLoss())
-        x = [ids, segments] if len(model.inputs) > 1 else [ids]
         return lambda: float(model.train_on_batch(x, targets, return_dict=True)["loss"])
 
     return setup
@@ -121,6 +131,8 @@ CONTENDERS = {
     "hf-torch-bf16": hf(mixed=True),
     "kf-jax-bf16": kerasformer("jax", mixed=True),
     "kf-torch-bf16": kerasformer("torch", mixed=True),
+    "kf-jax-full": kerasformer("jax", full_head=True),
+    "kf-torch-full": kerasformer("torch", full_head=True),
 }
 
 
