@@ -69,15 +69,22 @@ class SentenceEncoder:
     """all-MiniLM-L6-v2 as sentence-transformers runs it: BERT, mean pooling over real
     tokens, L2 normalisation; built with kerasformer's own loader and tokenizer."""
 
-    def __init__(self, model_dir, maxlen=256):
+    def __init__(self, model_dir, maxlen=256, transformer=None):
+        """``transformer``: an already built family object of ``model_dir`` (e.g. with an MLM
+        head); its last block's output is encoded, with the same weights, not a second load."""
+        import keras
+
         from kerasformer import build_transformer_model
         from kerasformer.backend import compiled_forward
         from kerasformer.tokenizers.wordpiece import Tokenizer
 
         self.tokenizer = Tokenizer(os.path.join(model_dir, "vocab.txt"), do_lower_case=True)
-        transformer = build_transformer_model(os.path.join(model_dir, "config.json"), model_dir,
-                                              return_keras_model=False)
-        self.model = transformer.model
+        if transformer is None:
+            transformer = build_transformer_model(os.path.join(model_dir, "config.json"), model_dir,
+                                                  return_keras_model=False)
+            self.model = transformer.model
+        else:
+            self.model = keras.Model(transformer.model.inputs, transformer.sequence_output)
         self.load_report = transformer.load_report
         self.forward = compiled_forward(self.model)
         self.maxlen = maxlen
@@ -140,7 +147,7 @@ def demo_chinese(args):
     fill = FillMask(folder)
     texts = list(args.fill or DEMO_FILL)
     filled = fill(texts, top=args.top)
-    encoder = SentenceEncoder(folder)
+    encoder = SentenceEncoder(folder, transformer=fill.transformer)
     corpus = DEMO_ZH_CORPUS + list(args.zh_sentence or [])
     queries = list(args.zh_query or DEMO_ZH_QUERIES)
     corpus_vectors, query_vectors = encoder.encode(corpus), encoder.encode(queries)

@@ -50,7 +50,10 @@ class FillMask:
 
         folder = folder or model_dir()
         self.tokenizer = Tokenizer(folder)
-        self.model = build_transformer_model(folder, with_mlm=True)
+        # the family object too: `transformer.sequence_output` lets a sentence encoder share
+        # these weights (the demo) instead of loading the folder a second time
+        self.transformer = build_transformer_model(folder, with_mlm=True, return_keras_model=False)
+        self.model = self.transformer.model
         self.forward = compiled_forward(self.model)
         self.maxlen = maxlen
 

@@ -51,3 +51,19 @@ def test_fill_mask_refuses_text_without_a_placeholder(fill):
         fill(["没有占位符"])
     with pytest.raises(KerasformerError, match="no embedded model"):
         model_dir("gpt-5")
+
+
+def test_demo_sentence_vectors_share_the_fill_mask_weights_and_equal_transformers(fill):
+    """The demo encodes sentences with the FillMask model's own encoder (no second load): its
+    vectors are HF BertModel's last layer, mean-pooled over real tokens and L2-normalised."""
+    from kerasformer.cli import SentenceEncoder
+
+    sentences = ["今天天气很好。", "这家酒店的服务态度非常好，房间也很干净。"]
+    encoder = SentenceEncoder(model_dir(), transformer=fill.transformer)
+    ours = encoder.encode(sentences)
+    reference = transformers.BertModel.from_pretrained(model_dir(), torch_dtype=torch.float32).eval()
+    for sentence, vector in zip(sentences, ours):
+        ids = encoder.tokenizer.encode(sentence)[0]
+        with torch.no_grad():
+            mean = reference(torch.tensor([ids])).last_hidden_state[0].mean(0).numpy()
+        np.testing.assert_allclose(vector, mean / np.linalg.norm(mean), atol=1e-4)
