@@ -66,6 +66,23 @@ def test_fast_path_matches_keras_dense(mode, inputs, float_output, monkeypatch):
         assert np.abs(ours - float_output).max() < 0.5
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's integer kernel")
+def test_int8_integer_kernel_is_keras_int8_dense_to_the_bit(inputs, monkeypatch):
+    """Without autograd (predict, generation) an int8 layer runs on ``torch._int_mm``: the same
+    quantized inputs, exact integer sums and the same de-scaling as Keras' int8 Dense."""
+    import torch
+
+    from kerasformer import backend
+
+    model = prepare("int8")
+    with torch.no_grad():
+        assert backend.int8_matmul() is not None
+        ours = keras.ops.convert_to_numpy(model(inputs))
+        reference = keras_dense_output(model, inputs, monkeypatch)
+    assert backend.int8_matmul() is None  # under autograd: Keras' layer and its gradient
+    np.testing.assert_array_equal(ours, reference)
+
+
 def test_quantized_predict_matches_call(inputs):
     """``predict`` (compiled forward) agrees with the eager call on an int8 model."""
     model = prepare("int8")

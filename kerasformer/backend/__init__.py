@@ -19,7 +19,7 @@ Model and layer code uses ``keras.ops`` only and imports what it needs from here
 import keras  # noqa: F401 - ``from kerasformer.backend import keras`` (bert4keras scripts)
 
 from kerasformer.backend.dispatch import (MAX_SIGNATURES, TRACE_AFTER, compiled_forward,  # noqa: F401
-                                          fused_attention, global_rng_state, inference_mode, jit,
+                                          fused_attention, global_rng_state, inference_mode, int8_matmul, jit,
                                           layer_norm, model_forward, name, predict, set_global_rng_state,
                                           stateless_function, to_numpy, uniform_noise, update_cache)
 from kerasformer.backend.fused_optimizers import fused_update_step  # noqa: F401

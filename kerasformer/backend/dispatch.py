@@ -137,6 +137,29 @@ def layer_norm(x, gamma, beta, epsilon):
     return keras.ops.layer_normalization(x, gamma, beta, epsilon=epsilon)
 
 
+def int8_matmul():
+    """``f(a, b)``: the exact int32 product of int8 ``a`` ``[..., k]`` and int8 ``b`` ``[k, n]``,
+    where the backend has a fast integer kernel and no gradient is being recorded; None
+    elsewhere, and the caller runs Keras' own int8 ``Dense``. Torch: ``torch._int_mm``
+    (oneDNN's s8 x s8 -> s32 on CPU, ~4x a float32 matmul here) instead of the int32
+    ``matmul`` Keras' int8 layer reaches, which has no BLAS behind it (5x slower than
+    float32). Integer sums are exact, so the result is Keras' to the bit. Not under
+    autograd: ``_int_mm`` has no derivative, and Keras' int8 layer has its own gradient."""
+    if name() != "torch":
+        return None
+    import torch
+
+    if torch.is_grad_enabled():
+        return None
+
+    def matmul(a, b):
+        leading = a.shape[:-1]
+        out = torch._int_mm(a.reshape(-1, a.shape[-1]), b)
+        return out.reshape(*leading, b.shape[-1])
+
+    return matmul
+
+
 def fused_attention():
     """``f(q, k, v, bias, scale)`` -> ``softmax(q k^T * scale + bias) v`` over
     ``[batch, heads, length, size]`` tensors (``bias`` additive, broadcastable to the

@@ -15,9 +15,19 @@ def dense(layer, x):
     cost of a single decoding step on small models; ``layer.kernel`` already includes a
     LoRA update (``enable_lora``). The weights stay in the Dense layer, so names,
     checkpoints and training are unchanged."""
+    if layer.quantization_mode == "int8" and not layer.lora_enabled and layer.inputs_quantizer:
+        matmul = backend.int8_matmul()
+        if matmul is not None:  # Keras' int8 Dense, step by step, on a fast integer kernel
+            x, x_scale = layer.inputs_quantizer(x, axis=-1)
+            y = ops.cast(matmul(x, layer._kernel), layer.compute_dtype)
+            y = ops.divide(y, ops.multiply(layer.kernel_scale, x_scale))
+            if layer.use_bias:
+                y = ops.add(y, layer.bias)
+            return layer.activation(y) if layer.activation is not None else y
     if layer.quantization_mode is not None:
-        # int8 / int4 / float8 / GPTQ ...: ``kernel`` is the raw quantized tensor; only
-        # Keras' own quantized call applies the scales (and float8's amax history)
+        # int4 / float8 / GPTQ ... (and int8 without a fast kernel): ``kernel`` is the raw
+        # quantized tensor; only Keras' own quantized call applies the scales (and float8's
+        # amax history)
         return layer(x)
     y = ops.matmul(x, ops.cast(layer.kernel, x.dtype))
     if layer.use_bias:
