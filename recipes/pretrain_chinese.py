@@ -111,6 +111,11 @@ def main(argv=None):
     p.add_argument("--modern-repeat", type=int, default=3)
     p.add_argument("--min-count", type=int, default=3, help="characters seen fewer times are [UNK]")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="Keras' mixed_bfloat16 (float32 weights and optimizer, bfloat16 matmuls): on a "
+                        "CPU with avx512_bf16, KERAS_BACKEND=torch runs the step ~1.8x faster than float32 "
+                        "on JAX (benchmarks/bench_train.py); checkpoints stay float32, so a run can "
+                        "switch precision or backend on --resume")
     p.add_argument("--smoke", action="store_true", help="a few hundred lines per file, a few steps")
     p.add_argument("--ship", metavar="DIR", help="after training, write OUT/model as float16 with a model card to DIR "
                    "(kerasformer/data/chinese_small for the package)")
@@ -135,7 +140,7 @@ def main(argv=None):
                       args.out, config="tiny" if args.smoke else args.config, model="roberta",
                       seq_len=32 if args.smoke else args.seq_len, batch_size=4 if args.smoke else args.batch_size,
                       steps=steps, lr=args.lr, warmup=0.06, optimizer=args.optimizer, save_every=max(1, steps // 20),
-                      resume=args.resume, segmenter="jieba", pack="stream")
+                      resume=args.resume, segmenter="jieba", pack="stream", mixed_precision=args.mixed_precision)
     if losses:
         print(f"final loss {losses[-1]:.4f}; model folder: {os.path.join(args.out, 'model')}")
     if args.ship:
@@ -144,8 +149,8 @@ def main(argv=None):
     return 0
 
 
-def run_summary(out):
-    """The run's figures from ``OUT/log.csv`` and the dataset index."""
+def run_summary(out, batch_size):
+    """The run's figures from ``OUT/log.csv`` (one row per step) and the dataset index."""
     import csv
     import json
 
@@ -159,7 +164,7 @@ def run_summary(out):
     loss = np.array([float(r["loss"]) for r in rows])
     tps = np.array([float(r["tokens_per_s"]) for r in rows])
     mfu = np.array([float(r["mfu"]) for r in rows])
-    times = np.array([float(r["time"]) for r in rows])
+    tokens_per_step = batch_size * int(index["seq_len"])
     window = max(1, len(rows) // 20)
     curve = [(int(step[min(i + window, len(step)) - 1]), float(loss[i:i + window].mean()))
              for i in range(0, len(rows), window)]
@@ -171,7 +176,9 @@ def run_summary(out):
     return {"steps": int(step[-1]), "final_loss": float(loss[-window:].mean()), "curve": curve,
             "unigram_entropy": float(-(p * np.log(p)).sum()),
             "tokens_per_s_median": float(np.median(tps)), "mfu_median": float(np.median(mfu)),
-            "hours": float((times[-1] - times[0]) / 3600), "rows": int(index["examples"]),
+            # time spent in steps (each row's step time from its tokens/s), not the wall-clock
+            # span of log.csv, which holds the gaps between resumed sessions
+            "hours": float((tokens_per_step / tps).sum() / 3600), "rows": int(index["examples"]),
             "tokens": int(index["tokens"]), "chars": int(index["chars"]), "seq_len": int(index["seq_len"])}
 
 
@@ -183,7 +190,7 @@ def ship(out, target, args):
 
     transformer = build_transformer_model(os.path.join(out, "model"), with_mlm=True, return_keras_model=False)
     save_pretrained(transformer, target, dtype="float16")
-    r = run_summary(out)
+    r = run_summary(out, args.get("batch_size", 32))
     params = transformer.model.count_params()
     size = os.path.getsize(os.path.join(target, "model.safetensors")) / 1e6
     curve = " | ".join(f"{s}: {v:.2f}" for s, v in r["curve"])
@@ -206,14 +213,15 @@ rows, separated by [SEP]).
 ## Training
 Masked LM with whole-word masking (jieba words, 15%, 80/10/10), {args.get("optimizer", "adamw")}
 at peak learning rate {args.get("lr")}, 6% warm-up then linear decay, batch {args.get("batch_size")} x
-{r["seq_len"]}, {r["steps"]:,} steps ({r["steps"] * args.get("batch_size", 32) / r["rows"]:.2f} epochs), JAX on CPU:
-{r["hours"]:.2f} h, median {r["tokens_per_s_median"]:,.0f} tokens/s, median MFU
-{r["mfu_median"]:.1%} of the CPU's nominal float32 peak. {args.get("machine", "")}
+{r["seq_len"]}, {r["steps"]:,} steps ({r["steps"] * args.get("batch_size", 32) / r["rows"]:.2f} epochs) on CPU:
+{r["hours"]:.2f} h of steps, median {r["tokens_per_s_median"]:,.0f} tokens/s, median MFU
+{r["mfu_median"]:.1%} of the CPU's nominal peak (float32, or bfloat16 with `--mixed-precision`).
+{args.get("machine", "")}
 
 Final training loss (mean of the last 5% of steps): {r["final_loss"]:.3f} nats per masked token.
 Loss curve (step: mean loss of the window ending there): {curve}.
 
-A small model, trained for under an hour on two CPU cores: compare its loss with the corpus'
+A small model, trained for {r["hours"]:.1f} hours on two CPU cores: compare its loss with the corpus'
 unigram entropy ({r["unigram_entropy"]:.2f} nats, what a model ignoring the context scores). It has learned which characters a register uses (poetry,
 titles, reviews) and some local context, not yet the words: fill-mask mostly proposes
 frequent characters of the right register. A starting point for fine-tuning on such text and

@@ -167,9 +167,11 @@ def masked_positions_model(transformer, slots):
     return keras.Model(transformer.model.inputs + [positions], logits, name="masked_positions")
 
 
-def peak_flops(user_tflops=None):
-    """Peak FLOP/s of all devices in use: the user's figure per device, a known accelerator,
-    or for CPUs cores x 2.5 GHz x 32 float32 FLOPs/cycle (two AVX2 FMA units)."""
+def peak_flops(user_tflops=None, bfloat16=False):
+    """Peak FLOP/s of all devices in use: the user's figure per device, a known accelerator
+    (its bfloat16 figure), or for CPUs cores x 2.5 GHz x 32 float32 FLOPs/cycle (two AVX2 FMA
+    units), twice that for ``bfloat16`` matmuls (a bf16 dot-product instruction does twice
+    the multiply-adds of a float32 FMA: AVX512-BF16, AMX aside)."""
     import keras
 
     n = 1
@@ -184,7 +186,7 @@ def peak_flops(user_tflops=None):
     for key, value in PEAK_FLOPS.items():
         if key.lower() in kind.lower():
             return value * n
-    return (os.cpu_count() or 1) * 2.5e9 * 32
+    return (os.cpu_count() or 1) * 2.5e9 * 32 * (2 if bfloat16 else 1)
 
 
 def export_model(transformer, out_dir, vocab):
@@ -331,7 +333,7 @@ def pretrain(objective, data, vocab, out, config="small", model="bert", init=Non
         rows = _read_log(log_path, step) if resume else []
         tokens_per_step = batch_size * seq_len * grad_accum
         flops = flops_per_token(transformer, seq_len, slots / seq_len if slots else 1.0)
-        peak = peak_flops(peak_tflops)
+        peak = peak_flops(peak_tflops, bfloat16=mixed_precision)
         losses = []
         from tqdm import tqdm
 
