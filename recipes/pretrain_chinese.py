@@ -114,8 +114,9 @@ def main(argv=None):
     p.add_argument("--mixed-precision", action="store_true",
                    help="Keras' mixed_bfloat16 (float32 weights and optimizer, bfloat16 matmuls): on a "
                         "CPU with avx512_bf16, KERAS_BACKEND=torch runs the step ~1.8x faster than float32 "
-                        "on JAX (benchmarks/bench_train.py); checkpoints stay float32, so a run can "
-                        "switch precision or backend on --resume")
+                        "on JAX (benchmarks/bench_train.py); checkpoints hold float32 numpy arrays, so "
+                        "--resume may switch precision and backend (the shipped run went from JAX float32 "
+                        "to torch mixed bfloat16 at step 1,440)")
     p.add_argument("--smoke", action="store_true", help="a few hundred lines per file, a few steps")
     p.add_argument("--ship", metavar="DIR", help="after training, write OUT/model as float16 with a model card to DIR "
                    "(kerasformer/data/chinese_small for the package)")
