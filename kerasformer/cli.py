@@ -154,7 +154,7 @@ def demo_chinese(args):
     params = fill.model.count_params()
     print(f"\n\nkerasformer chinese-small: our own {params / 1e6:.1f}M-parameter Chinese RoBERTa, "
           f"shipped in the package ({folder}; loaded and run in {time.perf_counter() - start:.1f}s)")
-    print("(pretrained for under an hour on 2 CPU cores: it knows the register of a context better than "
+    print("(pretrained for two hours on 2 CPU cores: it knows the register of a context better than "
           "its words; MODEL_CARD.md in that folder has the run)")
     print("\nFill-mask (每个 [MASK] 的前几个候选):")
     for text, masks in zip(texts, filled):
