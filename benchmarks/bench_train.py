@@ -82,8 +82,9 @@ def kerasformer(backend, mixed=False, full_head=False):
         if full_head:
             model = transformer.model
         else:  # what `kerasformer pretrain` trains: the same loss, the head on the targets only
-            model = masked_positions_model(transformer, prediction_slots(args.length))
-            positions, targets, dropped = gather_targets(targets, prediction_slots(args.length))
+            slots = prediction_slots(args.length)
+            model = masked_positions_model(transformer, slots)
+            positions, targets, dropped = gather_targets(targets, slots)
             assert dropped == 0, dropped  # the same targets as the full head's
             x.append(positions)
         model.compile(optimizer=make_optimizer("adamw", LR, STEPS, 0, WEIGHT_DECAY), loss=_MaskedLoss())

@@ -176,9 +176,9 @@ def fused_attention():
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    def attend(q, k, v, bias, scale):
-        from kerasformer.backend.train_step import computing_gradients
+    from kerasformer.backend.train_step import computing_gradients  # (train_step imports this module)
 
+    def attend(q, k, v, bias, scale):
         if torch.is_grad_enabled() and computing_gradients():
             # inside kerasformer's value_and_grad (the training tricks: gradient penalty,
             # adversarial training) a gradient may itself be differentiated
