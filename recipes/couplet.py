@@ -57,6 +57,8 @@ def parse_args(argv=None):
     g.add_argument("--cnn-hidden", type=int, default=128, help="embedding and convolution width")
     g.add_argument("--kernel-size", type=int, default=3)
     g.add_argument("--cnn-dropout", type=float, default=0.1, help="dropout after the embedding")
+    g.add_argument("--cnn-lr", type=float, default=None, help="the CNN's (peak) learning rate (default --lr); a "
+                   "UniLM fine-tuned from --pretrained wants a smaller --lr than a CNN trained from scratch")
     g = p.add_argument_group("the UniLM peer (--layers/--hidden-size/--heads/--config... below are its)")
     g.add_argument("--no-unilm", action="store_true", help="train and score only the CNN")
     g.add_argument("--beam", type=int, default=3, help="UniLM beam width (0: greedy only)")
@@ -150,13 +152,13 @@ def build_cnn(args, vocab_size):
     return keras.Model(ids, probs, name="couplet_cnn")
 
 
-def train_model(model, batches, steps, args, name):
-    """Fit for ``--epochs`` (or until ``--train-seconds`` have passed); returns the loss per
-    epoch, the seconds and the steps trained."""
+def train_model(model, batches, steps, args, name, lr):
+    """Fit for ``--epochs`` (or until ``--train-seconds`` have passed) at peak rate ``lr``;
+    returns the loss per epoch, the seconds and the steps trained."""
     import keras
 
     schedule = common.lr_schedule(args.warmup, steps * args.epochs, args.decay_to)
-    model.compile(optimizer=common.make_optimizer(args.lr, schedule), loss=unilm_csl.title_loss)
+    model.compile(optimizer=common.make_optimizer(lr, schedule), loss=unilm_csl.title_loss)
     print(f"{name}: {model.count_params():,} parameters, {steps} steps x {args.epochs} epochs"
           + (f", at most {args.train_seconds:.0f} s" if args.train_seconds else ""))
     done = {"steps": 0}
@@ -285,6 +287,7 @@ def main(argv=None):
         "examples": [{"first": a, "reference": b} for a, b in eval_sets["dev"][:args.examples]],
     }
     cnn_settings = {k: getattr(args, k) for k in ("cnn_layers", "cnn_hidden", "kernel_size", "cnn_dropout")}
+    cnn_settings["cnn_lr"] = args.cnn_lr or args.lr
 
     def record(name, model, trained, settings, decoders):
         losses, seconds, steps = trained
@@ -306,7 +309,7 @@ def main(argv=None):
     steps = len(common.length_batches([0] * len(train), args.batch_size, shuffle=False))
     with timer("train cnn"):
         trained = train_model(cnn, cnn_batches(train, token_dict, args, np.random.default_rng(args.seed)), steps,
-                              args, "CNN")
+                              args, "CNN", args.cnn_lr or args.lr)
     decoder = couplet.Decoder(token_dict)
     record("cnn", cnn, trained, cnn_settings, {
         "cnn greedy": lambda lines: couplet.pair(cnn, token_dict, lines, False, args.decode_batch, decoder),
@@ -322,7 +325,7 @@ def main(argv=None):
         unilm = unilm_csl.build(args, len(token_dict), keep_tokens)
         batches = unilm_csl.make_batches(train, tokenizer, args)
         with timer("train unilm"):
-            trained = train_model(unilm, batches.forfit(), len(batches), args, "UniLM")
+            trained = train_model(unilm, batches.forfit(), len(batches), args, "UniLM", args.lr)
         if args.save_weights:
             from kerasformer import saving
 
