@@ -158,7 +158,7 @@ def build_model(args, vocab_size, keep_tokens, num_classes, optimizer):
         encoder = transformer.model
         real = ops.expand_dims(ops.cast(ops.not_equal(encoder.inputs[0], 0), encoder.outputs[0].dtype), -1)
         x = ops.sum(encoder.outputs[0] * real, axis=1) / ops.maximum(ops.sum(real, axis=1), 1.0)
-    x = keras.layers.Dropout(args.dropout, name="Classifier-Dropout")(x)
+    x = keras.layers.Dropout(common.dropout_or_default(args), name="Classifier-Dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", kernel_initializer=transformer.initializer,
                                  name="Classifier")(x)
     model = keras.Model(encoder.inputs, outputs, name=f"classify_{args.task}")

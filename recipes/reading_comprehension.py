@@ -179,7 +179,7 @@ def parse_args(argv=None):
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--hidden-size", type=int, default=128)
     p.add_argument("--heads", type=int, default=None)
-    p.add_argument("--dropout", type=float, default=0.1)
+    common.add_dropout_arg(p)
     p.add_argument("--min-count", type=int, default=2)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
@@ -214,7 +214,7 @@ def parse_args(argv=None):
 def build(args, vocab_size, keep_tokens, application):
     from kerasformer import build_transformer_model
 
-    kwargs = dict(model=args.model, with_mlm=True, keep_tokens=keep_tokens, dropout_rate=args.dropout,
+    kwargs = dict(model=args.model, with_mlm=True, keep_tokens=keep_tokens, **common.encoder_dropout(args),
                   application=application)
     if args.config:
         return build_transformer_model(args.config, args.checkpoint, **kwargs)

@@ -58,7 +58,7 @@ def parse_args(argv=None):
     p.add_argument("--hidden-size", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=None, help="default: hidden_size / 64, at least 2")
-    p.add_argument("--dropout", type=float, default=0.1)
+    common.add_dropout_arg(p)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (warm-up, cosine decay)")
     p.add_argument("--min-count", type=int, default=1, help="vocabulary: keep characters seen this often")
     p.add_argument("--max-train", type=int, default=0, help="use only the first N training pairs (0: all)")
@@ -195,14 +195,14 @@ def build(args, vocab_size, keep_tokens=None):
     if args.config:
         return build_transformer_model(args.config, args.checkpoint, model=args.model,
                                        application="unilm", with_mlm=True,
-                                       keep_tokens=keep_tokens, dropout_rate=args.dropout)
+                                       keep_tokens=keep_tokens, **common.encoder_dropout(args))
     heads = args.heads or max(2, args.hidden_size // 64)
     return build_transformer_model(
         None, None, model=args.model, application="unilm", with_mlm=True,
         vocab_size=vocab_size, hidden_size=args.hidden_size, num_hidden_layers=args.layers,
         num_attention_heads=heads, intermediate_size=4 * args.hidden_size,
-        max_position=max(512, args.maxlen), dropout_rate=args.dropout,
-        attention_dropout_rate=args.dropout)
+        max_position=max(512, args.maxlen), dropout_rate=common.dropout_or_default(args),
+        attention_dropout_rate=common.dropout_or_default(args))
 
 
 def title_loss(y_true, y_pred):

@@ -350,3 +350,20 @@ def test_pretrain_chinese_smoke(tmp_path):
     assert np.abs(full_probs - half_probs).max() < 1e-3
     card = (shipped / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "batch 4 x\n32, 4 steps" in card and "No dev or test split" in card
+
+
+@pytest.mark.parametrize("extra, rate, head", [([], 0.0, 0.1), (["--dropout", "0.2"], 0.2, 0.2)])
+def test_pretrained_model_keeps_its_config_dropout_unless_given(extra, rate, head):
+    """``--pretrained chinese-small`` (pretrained without dropout) is fine-tuned with its
+    config's rates, as bert4keras and transformers build it: the old fixed 0.1 cost ChnSentiCorp
+    17 points. ``--dropout`` still wins; from scratch the default stays 0.1."""
+    args = classify.parse_args(["--task", "chnsenticorp", "--pretrained", "chinese-small"] + extra)
+    assert common.encoder_dropout(args) == ({} if not extra else {"dropout_rate": rate})
+    assert common.dropout_or_default(args) == head
+    from kerasformer import load_vocab
+
+    token_dict, keep_tokens = load_vocab(args.vocab, simplified=True, startswith=common.SPECIAL_TOKENS)
+    encoder = common.build_encoder(args, len(token_dict), keep_tokens)
+    assert encoder.dropout_rate == rate
+    scratch = classify.parse_args(["--task", "chnsenticorp"])
+    assert common.encoder_dropout(scratch) == {"dropout_rate": 0.1} and common.dropout_or_default(scratch) == 0.1
