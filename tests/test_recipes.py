@@ -349,7 +349,7 @@ def test_pretrain_chinese_smoke(tmp_path):
     full_probs, half_probs = (m.predict([ids, np.zeros_like(ids)], verbose=0) for m in (model, half))
     assert np.abs(full_probs - half_probs).max() < 1e-3
     card = (shipped / "MODEL_CARD.md").read_text(encoding="utf-8")
-    assert "batch 4 x\n32, 4 steps" in card and "No dev or test split" in card
+    assert "batch 4 x\n32, 4 steps" in card and "No dev or test split" in card and "fine-tune with" in card.lower()
 
 
 @pytest.mark.parametrize("extra, rate, head", [([], 0.0, 0.1), (["--dropout", "0.2"], 0.2, 0.2)])
