@@ -146,9 +146,7 @@ def encoder_dropout(args):
     keeps its config's rates unless ``--dropout`` is given, as bert4keras and transformers do:
     ``chinese-small`` was pretrained without dropout, and fine-tuning it with 0.1 (the old
     default here) cost ChnSentiCorp 17 points (63.6% against 80.8%, recipes/README.md)."""
-    if args.dropout is not None:
-        return {"dropout_rate": args.dropout}
-    return {} if args.config else {"dropout_rate": DEFAULT_DROPOUT}
+    return {} if args.dropout is None and args.config else {"dropout_rate": dropout_or_default(args)}
 
 
 def dropout_or_default(args):

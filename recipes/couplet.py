@@ -309,7 +309,7 @@ def main(argv=None):
     steps = len(common.length_batches([0] * len(train), args.batch_size, shuffle=False))
     with timer("train cnn"):
         trained = train_model(cnn, cnn_batches(train, token_dict, args, np.random.default_rng(args.seed)), steps,
-                              args, "CNN", args.cnn_lr or args.lr)
+                              args, "CNN", cnn_settings["cnn_lr"])
     decoder = couplet.Decoder(token_dict)
     record("cnn", cnn, trained, cnn_settings, {
         "cnn greedy": lambda lines: couplet.pair(cnn, token_dict, lines, False, args.decode_batch, decoder),
