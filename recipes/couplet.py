@@ -152,13 +152,13 @@ def build_cnn(args, vocab_size):
     return keras.Model(ids, probs, name="couplet_cnn")
 
 
-def train_model(model, batches, steps, args, name, lr):
+def train_model(model, batches, steps, args, name, lr, loss=unilm_csl.title_loss):
     """Fit for ``--epochs`` (or until ``--train-seconds`` have passed) at peak rate ``lr``;
     returns the loss per epoch, the seconds and the steps trained."""
     import keras
 
     schedule = common.lr_schedule(args.warmup, steps * args.epochs, args.decay_to)
-    model.compile(optimizer=common.make_optimizer(lr, schedule), loss=unilm_csl.title_loss)
+    model.compile(optimizer=common.make_optimizer(lr, schedule), loss=loss)
     print(f"{name}: {model.count_params():,} parameters, {steps} steps x {args.epochs} epochs"
           + (f", at most {args.train_seconds:.0f} s" if args.train_seconds else ""))
     done = {"steps": 0}
@@ -322,10 +322,12 @@ def main(argv=None):
     # the peer: UniLM seq2seq, same pairs, same epochs and schedule
     if not args.no_unilm:
         common.set_seed(args.seed)
-        unilm = unilm_csl.build(args, len(token_dict), keep_tokens)
+        transformer = unilm_csl.build(args, len(token_dict), keep_tokens)
+        unilm = transformer.model  # decodes; trains through the gathered head (the same layers)
         batches = unilm_csl.make_batches(train, tokenizer, args)
         with timer("train unilm"):
-            trained = train_model(unilm, batches.forfit(), len(batches), args, "UniLM", args.lr)
+            trained = train_model(unilm_csl.training_model(transformer, batches.slots), batches.forfit(),
+                                  len(batches), args, "UniLM", args.lr, unilm_csl.gathered_title_loss)
         if args.save_weights:
             from kerasformer import saving
 

@@ -2,7 +2,8 @@
 
 One BERT-style model with UniLM's seq2seq attention mask reads ``[CLS] abstract [SEP]``
 (segment 0, bidirectional) and writes ``title [SEP]`` (segment 1, left to right). The
-loss is cross-entropy on the title tokens only. Decoding is beam search; the scores
+loss is cross-entropy on the title tokens only, and the LM head runs on those positions
+alone. Decoding is beam search; the scores
 are character-level Rouge-1/2/L and BLEU, computed with the same formulas as the
 bert4keras example (the ``rouge`` package and NLTK's ``sentence_bleu`` with
 ``SmoothingFunction().method1``), re-implemented here so no extra package is needed.
@@ -190,35 +191,66 @@ def clean(text):
 
 # ---------------------------------------------------------------- model and training
 def build(args, vocab_size, keep_tokens=None):
+    """The UniLM as its family object (``.model`` is the Keras model that decodes; its
+    layers are shared with :func:`training_model`)."""
     from kerasformer import build_transformer_model
 
     if args.config:
         return build_transformer_model(args.config, args.checkpoint, model=args.model,
-                                       application="unilm", with_mlm=True,
+                                       application="unilm", with_mlm=True, return_keras_model=False,
                                        keep_tokens=keep_tokens, **common.encoder_dropout(args))
     heads = args.heads or max(2, args.hidden_size // 64)
     return build_transformer_model(
-        None, None, model=args.model, application="unilm", with_mlm=True,
+        None, None, model=args.model, application="unilm", with_mlm=True, return_keras_model=False,
         vocab_size=vocab_size, hidden_size=args.hidden_size, num_hidden_layers=args.layers,
         num_attention_heads=heads, intermediate_size=4 * args.hidden_size,
         max_position=max(512, args.maxlen), dropout_rate=common.dropout_or_default(args),
         attention_dropout_rate=common.dropout_or_default(args))
 
 
+def training_model(transformer, slots):
+    """What trains: the encoder, then the LM head on ``slots`` gathered positions per row,
+    the ones that predict a title token, instead of on every position (the pretraining
+    objectives' ``masked_positions_model``, the same shared layers). Only the title carries
+    a loss, so the loss and the gradients are the full head's; the head (a vocabulary-wide
+    matmul) runs on a fraction of the positions."""
+    from kerasformer.pretraining.train import masked_positions_model
+
+    return masked_positions_model(transformer, slots)
+
+
 def title_loss(y_true, y_pred):
-    """Cross-entropy on the title only (bert4keras' CrossEntropy layer): ``y_true`` holds
-    the next token id where it belongs to segment 1, -1 elsewhere; the mean is over the
-    title tokens of the batch."""
+    """Cross-entropy on the title only (bert4keras' CrossEntropy layer) from probabilities:
+    ``y_true`` holds the next token id where it belongs to segment 1, -1 elsewhere; the
+    mean is over the title tokens of the batch. (The UniLM trains on gathered positions
+    with :func:`gathered_title_loss`; recipes/couplet.py's CNN uses this one.)"""
     return common.masked_token_loss(y_true, y_pred)
 
 
+def gathered_title_loss(y_true, y_pred):
+    """:func:`title_loss` on :func:`training_model`'s logits at the gathered positions."""
+    from kerasformer.pretraining.objectives import masked_loss
+
+    return masked_loss(y_true, y_pred)
+
+
+def title_slots(encoded):
+    """Gathered positions per row: the most title tokens of any pair (every segment-1 token
+    is predicted from the position before it), rounded up to a multiple of 8, so that the
+    step keeps one shape for the head whatever the batch."""
+    return -(-max(int(np.sum(segment_ids)) for _, segment_ids in encoded) // 8) * 8
+
+
 def make_batches(pairs, tokenizer, args):
-    """A bert4keras DataGenerator: [token_ids, segment_ids] -> shifted title targets.
+    """A bert4keras DataGenerator: [token_ids, segment_ids, title positions] -> the title
+    tokens at those positions (-1 on the padded slots); ``.slots`` positions per row.
     Batches are padded to a multiple of 32 tokens, so that JAX compiles a handful of
     shapes rather than one per batch."""
     from kerasformer import DataGenerator, sequence_padding
+    from kerasformer.pretraining.objectives import gather_targets
 
     encoded = [tokenizer.encode(abstract, title, maxlen=args.maxlen) for abstract, title in pairs]
+    slots = title_slots(encoded)
 
     class Batches(DataGenerator):
         def __iter__(self, random=False):
@@ -232,20 +264,25 @@ def make_batches(pairs, tokenizer, args):
                     # position t predicts token t + 1, where that token is part of the title
                     targets = np.full(token_ids.shape, -1, "int32")
                     targets[:, :-1] = np.where(segment_ids[:, 1:] == 1, token_ids[:, 1:], -1)
-                    yield [token_ids.astype("int32"), segment_ids.astype("int32")], targets
+                    positions, targets, dropped = gather_targets(targets, slots)
+                    assert dropped == 0, dropped  # slots holds the longest title
+                    yield [token_ids.astype("int32"), segment_ids.astype("int32"), positions], targets
                     batch = []
 
-    return Batches(encoded, args.batch_size)
+    batches = Batches(encoded, args.batch_size)
+    batches.slots = slots
+    return batches
 
 
-def train(model, batches, args):
+def train(transformer, batches, args):
     import keras
 
     steps = len(batches) * args.epochs
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(steps - steps // 20, 1), alpha=0.05,
         warmup_target=args.lr, warmup_steps=max(steps // 20, 1))
-    model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0), loss=title_loss)
+    model = training_model(transformer, batches.slots)
+    model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0), loss=gathered_title_loss)
     history = model.fit(batches.forfit(), steps_per_epoch=len(batches), epochs=args.epochs,
                         shuffle=False, verbose=1)  # the generator shuffles itself
     return [float(v) for v in history.history["loss"]]
@@ -316,13 +353,14 @@ def main(argv=None):
         args, [a + t for a, t in train_pairs], args.out)
     print(f"vocabulary: {len(token_dict)} tokens -> {vocab_path}")
 
-    model = build(args, len(token_dict), keep_tokens)
+    transformer = build(args, len(token_dict), keep_tokens)
+    model = transformer.model
     print(f"model: {args.model} UniLM, {model.count_params():,} parameters"
           + ("" if args.config else f" ({args.layers} layers x {args.hidden_size}, from scratch)"))
 
     batches = make_batches(train_pairs, tokenizer, args)
     t0 = time.time()
-    losses = train(model, batches, args)
+    losses = train(transformer, batches, args)
     train_seconds = time.time() - t0
     if args.save_weights:
         from kerasformer import saving

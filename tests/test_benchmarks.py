@@ -77,6 +77,19 @@ def test_bench_unilm_beam(tmp_path):
     assert "engine-jax vs b4k-jax" in results["pairs"]
 
 
+def test_bench_unilm_train_step(tmp_path):
+    csl = tmp_path / "csl"
+    csl.mkdir()
+    rows = [f"标题{i}\t本文研究第{i}种模型的训练方法与实验结果。\t标题{i}" for i in range(8)]
+    (csl / "ts_dev.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    results, _ = run_alternating(tmp_path, "bench_unilm_train_step.py", "--tiny", "--batch", "4",
+                                 "--data-dir", str(csl), "--backend", "torch")
+    values = {name: entry["value"] for name, entry in results["contenders"].items()}
+    assert set(values) == {"full-head", "title-head"} and values["full-head"] > 1.0
+    # the same weights, batch and optimizer: the same losses, step after step
+    assert abs(values["full-head"] - values["title-head"]) < 1e-4 * values["full-head"], values
+
+
 def test_bench_tokenizer():
     assert "sentences/s" in run("bench_tokenizer.py", "-n", "50", "--repeat", "1")
 

@@ -280,6 +280,41 @@ def test_unilm_csl_end_to_end(tmp_path):
     assert os.path.isfile(on_disk["vocab_path"])
 
 
+def test_unilm_gathered_head_trains_as_the_full_head(tmp_path):
+    """The UniLM trains with its LM head on the title positions only: the same loss, and the
+    same step, as the full model's head on every position with bert4keras' title loss."""
+    import keras
+
+    args = unilm_csl.parse_args(["--data-dir", _csl_dir(tmp_path), "--layers", "1", "--hidden-size", "32",
+                                 "--maxlen", "48", "--batch-size", "8", "--dropout", "0"])
+    pairs = unilm_csl.load_pairs(os.path.join(args.data_dir, "ts_dev.tsv"), 8)
+    tokenizer, token_dict, _, _ = common.make_tokenizer(args, [a + t for a, t in pairs], str(tmp_path / "v.json"))
+    batches = unilm_csl.make_batches(pairs, tokenizer, args)
+    (ids, segments, positions), gathered = next(iter(batches))
+    assert positions.shape[1] == batches.slots < ids.shape[1]
+    full = np.full(ids.shape, -1, "int32")  # the same targets, at every position
+    rows = np.arange(len(ids))[:, None].repeat(batches.slots, 1)
+    full[rows[gathered >= 0], positions[gathered >= 0]] = gathered[gathered >= 0]
+    assert (full >= 0).sum() == (segments == 1).sum()  # every title token, [SEP] included
+
+    keras.utils.set_random_seed(0)
+    transformer = unilm_csl.build(args, len(token_dict))
+    start = [w.copy() for w in transformer.model.get_weights()]
+    after = {}
+    for name, model, x, y, loss in [
+            ("full", transformer.model, [ids, segments], full, unilm_csl.title_loss),
+            ("gathered", unilm_csl.training_model(transformer, batches.slots), [ids, segments, positions],
+             gathered, unilm_csl.gathered_title_loss)]:
+        transformer.model.set_weights(start)
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
+        after[name] = (float(model.train_on_batch(x, y)), transformer.model.get_weights())
+    assert after["full"][0] == pytest.approx(after["gathered"][0], abs=1e-5)
+    assert after["full"][0] > 1.0  # a real loss, not a masked-out zero
+    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(after["full"][1], start))
+    assert moved > 1e-3
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(after["full"][1], after["gathered"][1])) <= 1e-5
+
+
 def test_fgm_missing_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "kerasformer.training", None)  # as if the module were absent
     with pytest.raises(SystemExit, match="adversarial_training"):
