@@ -28,6 +28,21 @@ def test_lm_mask_is_causal():
         assert changed[position:].all(), f"position {position} did not reach later outputs"
 
 
+def test_one_token_attends_to_itself_without_a_warning():
+    """A one-token input (the first step of sampling from [CLS]) attends over one key: its
+    output is the first position's output of a longer causal input, and keras' warning
+    about a softmax over a size-1 axis is not raised."""
+    import warnings
+
+    model = build_transformer_model(**CONFIG, application="lm")
+    ids = np.array([[3, 9, 4]], "int32")
+    longer = predict(model, [ids, np.zeros_like(ids)])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="You are using a softmax over axis")
+        alone = predict(model, [ids[:, :1], np.zeros_like(ids[:, :1])])
+    assert np.abs(alone[:, 0] - longer[:, 0]).max() <= 1e-5
+
+
 def test_encoder_mask_is_bidirectional():
     model = build_transformer_model(**CONFIG)
     ids = np.arange(3, 13, dtype="int32")[None]

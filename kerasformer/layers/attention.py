@@ -220,7 +220,9 @@ class MultiHeadAttention(keras.layers.Layer):
         scores = ops.cast(scores, "float32")
         if attention_mask is not None:
             scores = ops.where(attention_mask, scores, ops.cast(-1e30, "float32"))
-        attention = ops.softmax(scores, axis=-1)
+        # over one key (decoding's first step from a one-token prompt) the softmax is 1,
+        # and keras.ops.softmax warns that a size-1 axis is likely a mistake
+        attention = ops.ones_like(scores) if scores.shape[-1] == 1 else ops.softmax(scores, axis=-1)
         probs = ops.cast(attention, vw.dtype)
         probs = self.dropout(probs, training=training)
         out = ops.matmul(probs, vw)  # [batch, heads, q_len, head_size]
