@@ -34,7 +34,6 @@ def contender(gathered):
         model_args = ["--layers", "1", "--hidden-size", "32"] if args.tiny else ["--pretrained", "chinese-small"]
         recipe = unilm_csl.parse_args(model_args + ["--batch-size", str(args.batch), "--dropout", "0"]
                                       + (["--data-dir", args.data_dir] if args.data_dir else []))
-        common.resolve_pretrained(recipe)
         pairs = unilm_csl.load_pairs(os.path.join(recipe.data_dir, "ts_dev.tsv"), 0)
         tokenizer, token_dict, keep_tokens, _ = common.make_tokenizer(
             recipe, [a + t for a, t in pairs], os.path.join(tempfile.mkdtemp(), "csl.json"))

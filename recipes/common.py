@@ -184,8 +184,44 @@ def resolve_pretrained(args):
     return args
 
 
+def pretrained_max_position(config_path):
+    """How many positions the ``--config`` model's position table holds (``None`` when the
+    config does not say). Our ``chinese-small`` holds 128, the length it was pretrained at."""
+    if not config_path:
+        return None
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None  # the loader reports a bad config in its own words
+    value = config.get("max_position_embeddings", config.get("max_position")) if isinstance(config, dict) else None
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def cap_to_positions(args, name, needed=None, spare=0):
+    """Shorten ``args.<name>`` (a length option) so that inputs fit the pretrained model's
+    position table, saying so: a longer input would be refused by the model, and a table
+    padded with rows that pretraining never trained (what ``chinese-small`` had before it
+    was cut to 128) would be read silently. ``needed`` is the input length the option
+    leads to (default: the option itself) and ``spare`` what the rest of the input takes."""
+    limit = pretrained_max_position(getattr(args, "config", None))
+    value = getattr(args, name)
+    needed = value if needed is None else needed
+    if limit is None or needed <= limit:
+        return args
+    capped = limit - spare
+    if capped < 1:
+        raise SystemExit(f"the pretrained model holds {limit} positions: too few for the rest of the input "
+                         f"({spare} tokens)")
+    print(f"--{name.replace('_', '-')} {value} -> {capped}: the pretrained model's position table holds "
+          f"{limit} positions")
+    setattr(args, name, capped)
+    return args
+
+
 def check_args(args):
     resolve_pretrained(args)
+    cap_to_positions(args, "maxlen")
     if (args.checkpoint or args.config) and not (args.config and args.vocab):
         raise SystemExit("a pretrained model needs --config and --vocab (and --checkpoint for its weights)")
     for name in ("epochs", "batch_size", "maxlen"):

@@ -91,9 +91,9 @@ def parse_args(argv=None):
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown or not args.variants:
         raise SystemExit(f"--variants: expected some of {', '.join(VARIANTS)}, got {unknown or 'none'}")
+    common.check_args(args)  # may cap --maxlen to a pretrained model's positions
     if args.gen_maxlen is None:
         args.gen_maxlen = args.maxlen - 2
-    common.check_args(args)
     for name in ("samples", "sample_batch", "cond_size", "gen_maxlen", "judge_epochs"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")

@@ -193,15 +193,35 @@ def dropout_note(rate):
             "do by default (`build_transformer_model` follows the config); dropout 0.1 costs ChnSentiCorp 17 points.")
 
 
+def trained_positions_only(transformer, config_path, seq_len):
+    """The same model with its position table cut to the ``seq_len`` rows pretraining
+    trained. The rows after them are still their random initialisation: a fine-tuning
+    input longer than ``seq_len`` would read them, silently (the CSL recipe's titles sit at
+    positions 128-160 of its --maxlen 160). With the table cut, the
+    loader refuses a longer input with a clear error and the recipes cap ``--maxlen``."""
+    import keras
+
+    from kerasformer import build_transformer_model
+
+    if transformer.max_position <= seq_len:
+        return transformer
+    cut = build_transformer_model(config_path, None, with_mlm=True, return_keras_model=False, max_position=seq_len)
+    for target, source in zip(cut.model.weights, transformer.model.weights):
+        value = keras.ops.convert_to_numpy(source.value)
+        target.assign(value[:seq_len] if tuple(target.shape) != tuple(source.shape) else value)
+    return cut
+
+
 def ship(out, target, args):
     """``OUT/model`` as float16 safetensors in ``target`` (the vocabulary and configs as they
     are) plus ``MODEL_CARD.md``."""
     from kerasformer import build_transformer_model
     from kerasformer.pretrained import save_pretrained
 
-    transformer = build_transformer_model(os.path.join(out, "model"), with_mlm=True, return_keras_model=False)
-    save_pretrained(transformer, target, dtype="float16")
     r = run_summary(out, args.get("batch_size", 32))
+    trained = build_transformer_model(os.path.join(out, "model"), with_mlm=True, return_keras_model=False)
+    transformer = trained_positions_only(trained, os.path.join(out, "model", "config.json"), r["seq_len"])
+    save_pretrained(transformer, target, dtype="float16")
     params = transformer.model.count_params()
     size = os.path.getsize(os.path.join(target, "model.safetensors")) / 1e6
     curve = " | ".join(f"{s}: {v:.2f}" for s, v in r["curve"])
@@ -238,6 +258,9 @@ titles, reviews) and some local context, not yet the words: fill-mask mostly pro
 frequent characters of the right register. A starting point for fine-tuning on such text and
 for longer pretraining (`--resume --steps N` continues the run), not a general Chinese model.
 {dropout_note(transformer.dropout_rate)}
+Inputs of up to {transformer.max_position} tokens, the length it was pretrained at: the position table holds
+those rows only (the untrained rest is cut off), so a longer input is refused with a clear
+error and the recipes cap `--maxlen` to it.
 Fine-tuning figures: `recipes/README.md`.
 """
     with open(os.path.join(target, "MODEL_CARD.md"), "w", encoding="utf-8") as f:

@@ -207,6 +207,13 @@ def parse_args(argv=None):
         raise SystemExit("a pretrained model needs --config and --vocab (and --checkpoint for its weights)")
     if args.window < 1 or args.stride < 1 or args.max_a_len < 1:
         raise SystemExit("--window, --stride and --max-a-len must be at least 1")
+    # the longest input, the MLM variant's: [CLS] answer masks [SEP] question [SEP] window [SEP]
+    spare = args.max_q_len + args.max_a_len + 4
+    window = args.window
+    common.cap_to_positions(args, "window", needed=args.window + spare, spare=spare)
+    if args.window < window and args.stride >= args.window:  # keep windows overlapping as they did
+        args.stride = max(1, args.stride * args.window // window)
+        print(f"--stride -> {args.stride}, in proportion")
     return args
 
 

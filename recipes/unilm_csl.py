@@ -70,7 +70,15 @@ def parse_args(argv=None):
     p.add_argument("--save-weights", help="also save the trained weights here (.weights.h5)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--examples", type=int, default=10, help="example predictions kept in the JSON")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    common.resolve_pretrained(args)
+    if (args.checkpoint or args.config) and not (args.config and args.vocab):
+        raise SystemExit("a pretrained model needs --config and --vocab (and usually --checkpoint)")
+    common.cap_to_positions(args, "maxlen")
+    if args.maxlen <= args.title_maxlen:
+        raise SystemExit(f"--maxlen {args.maxlen} leaves no room for the abstract beside --title-maxlen "
+                         f"{args.title_maxlen}")
+    return args
 
 
 # ---------------------------------------------------------------- data
@@ -334,9 +342,6 @@ def decode_bert4keras(model, prompts, args, end_id):
 def main(argv=None):
     args = parse_args(argv)
     args.data_dir = os.path.abspath(args.data_dir)
-    common.resolve_pretrained(args)
-    if (args.checkpoint or args.config) and not (args.config and args.vocab):
-        raise SystemExit("a pretrained model needs --config and --vocab (and usually --checkpoint)")
     import kerasformer  # noqa: F401  (picks JAX unless KERAS_BACKEND says otherwise)
     import keras
 

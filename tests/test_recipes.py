@@ -383,8 +383,46 @@ def test_pretrain_chinese_smoke(tmp_path):
     ids = np.array([[2, 10, 11, 12, 3]])
     full_probs, half_probs = (m.predict([ids, np.zeros_like(ids)], verbose=0) for m in (model, half))
     assert np.abs(full_probs - half_probs).max() < 1e-3
+    # only the 32 position rows the run trained are shipped (of 512): a longer input is refused
+    assert json.loads((shipped / "config.json").read_text())["max_position_embeddings"] == 32
+    np.testing.assert_allclose(half.get_layer("Embedding-Position").get_weights()[0],
+                               model.get_layer("Embedding-Position").get_weights()[0][:32], atol=1e-3)
+    from kerasformer.errors import KerasformerError
+
+    with pytest.raises(KerasformerError, match="position table holds 32"):
+        half.predict([np.full((1, 33), 10), np.zeros((1, 33), "int32")], verbose=0)
     card = (shipped / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Inputs of up to 32 tokens" in card
     assert "batch 4 x\n32, 4 steps" in card and "No dev or test split" in card and "fine-tune with" in card.lower()
+
+
+def test_pretrained_model_caps_the_length_to_its_positions(capsys):
+    """``chinese-small`` holds the 128 positions it was pretrained at; each recipe's default
+    length beyond that is capped, with a note, instead of reading untrained rows (or being
+    refused mid-run). From scratch, and within the table, the options stay as given."""
+    import reading_comprehension as rc
+
+    from kerasformer import build_transformer_model
+    from kerasformer.embedded import model_dir
+    from kerasformer.errors import KerasformerError
+
+    pretrained = ["--pretrained", "chinese-small"]
+    assert common.pretrained_max_position(os.path.join(model_dir(), "config.json")) == 128
+    assert classify.parse_args(["--task", "chnsenticorp"] + pretrained).maxlen == 128  # default 256
+    assert "--maxlen 256 -> 128" in capsys.readouterr().out
+    assert classify.parse_args(["--task", "chnsenticorp"]).maxlen == 256
+    assert classify.parse_args(["--task", "tnews"] + pretrained).maxlen == 48
+    assert unilm_csl.parse_args(pretrained).maxlen == 128  # default 160: titles sat at 128-160
+    assert unilm_csl.parse_args([]).maxlen == 160
+    args = rc.parse_args(pretrained)  # window 160 + question 40 + answer 16 + 4 specials
+    assert (args.window, args.stride) == (128 - 60, 100 * 68 // 160)
+    assert (rc.parse_args([]).window, rc.parse_args([]).stride) == (160, 100)
+    with pytest.raises(SystemExit, match="no room for the abstract"):
+        unilm_csl.parse_args(pretrained + ["--title-maxlen", "128"])
+    # the user's path outside the recipes: the model refuses a longer input, clearly
+    model = build_transformer_model(model_dir())
+    with pytest.raises(KerasformerError, match="position table holds 128"):
+        model.predict([np.full((1, 129), 10), np.zeros((1, 129), "int32")], verbose=0)
 
 
 @pytest.mark.parametrize("extra, rate, head", [([], 0.0, 0.1), (["--dropout", "0.2"], 0.2, 0.2)])
