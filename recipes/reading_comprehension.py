@@ -231,16 +231,6 @@ def build(args, vocab_size, keep_tokens, application):
         intermediate_size=4 * args.hidden_size, max_position=512, **kwargs)
 
 
-def masked_loss(y_true, y_pred):
-    """Cross-entropy where ``y_true >= 0`` (the answer tokens), averaged over them."""
-    import keras
-    from keras import ops
-
-    mask = ops.cast(y_true >= 0, "float32")
-    ce = keras.losses.sparse_categorical_crossentropy(ops.maximum(y_true, 0), y_pred)
-    return ops.sum(ce * mask) / ops.maximum(ops.sum(mask), 1.0)
-
-
 class Encoded:
     """Token ids of a question, its windows and their answers (shared by both variants)."""
 
@@ -310,7 +300,8 @@ def train(model, encoded, variant, ids, args):
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(total - total // 10, 1), alpha=0.05, warmup_target=args.lr,
         warmup_steps=max(total // 10, 1))
-    model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0), loss=masked_loss)
+    # cross-entropy on the answer tokens only (their targets are >= 0)
+    model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0), loss=common.masked_token_loss)
     losses = []
     with common.progress(total=total, quiet=args.quiet, desc=f"training {variant}", unit="batch") as bar:
         for _ in range(args.epochs):
