@@ -117,7 +117,8 @@ def add_common_args(parser, *, out, epochs, batch_size, maxlen, layers, hidden_s
     g = parser.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=epochs)
     g.add_argument("--batch-size", type=int, default=batch_size)
-    g.add_argument("--lr", type=float, default=lr, help="(peak) learning rate of Adam")
+    g.add_argument("--lr", type=float, default=lr, help="(peak) learning rate of Adam" + (
+        "" if lr is not None else "; default: the recipe's, smaller for pretrained weights (--checkpoint)"))
     g.add_argument("--warmup", type=int, default=warmup,
                    help="linear warm-up steps (kerasformer.optimizers piecewise-linear schedule); 0: none")
     g.add_argument("--decay-to", type=float, default=decay_to,

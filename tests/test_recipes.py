@@ -412,6 +412,11 @@ def test_pretrained_model_caps_the_length_to_its_positions(capsys):
     assert "--maxlen 256 -> 128" in capsys.readouterr().out
     assert classify.parse_args(["--task", "chnsenticorp"]).maxlen == 256
     assert classify.parse_args(["--task", "tnews"] + pretrained).maxlen == 48
+    # and its learning rate: 1e-3 diverged from chinese-small on both tasks; given wins
+    assert classify.parse_args(["--task", "tnews"] + pretrained).lr == classify.PRETRAINED_LR == 2e-4
+    assert classify.parse_args(["--task", "tnews"] + pretrained + ["--lr", "5e-4"]).lr == 5e-4
+    config = ["--config", os.path.join(model_dir(), "config.json"), "--vocab", os.path.join(model_dir(), "vocab.txt")]
+    assert classify.parse_args(["--task", "tnews"] + config).lr == classify.parse_args([]).lr == 1e-3  # random weights
     assert unilm_csl.parse_args(pretrained).maxlen == 128  # default 160: titles sat at 128-160
     assert unilm_csl.parse_args([]).maxlen == 160
     args = rc.parse_args(pretrained)  # window 160 + question 40 + answer 16 + 4 specials
