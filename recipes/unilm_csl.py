@@ -71,10 +71,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--examples", type=int, default=10, help="example predictions kept in the JSON")
     args = p.parse_args(argv)
-    common.resolve_pretrained(args)
-    if (args.checkpoint or args.config) and not (args.config and args.vocab):
-        raise SystemExit("a pretrained model needs --config and --vocab (and usually --checkpoint)")
-    common.cap_to_positions(args, "maxlen")
+    common.check_args(args)  # --pretrained, the config/vocab pair, --maxlen within its positions
     if args.maxlen <= args.title_maxlen:
         raise SystemExit(f"--maxlen {args.maxlen} leaves no room for the abstract beside --title-maxlen "
                          f"{args.title_maxlen}")
